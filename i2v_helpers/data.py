@@ -1,0 +1,410 @@
+"""Manifests in the seed's ``{"image", "video", "prompt"}`` format, checked up front, and a
+torch ``Dataset`` of (first frame, clip) pairs.
+
+Manifest formats (chosen by suffix):
+
+* ``.jsonl``: one JSON object per line (blank lines and ``#`` comments are skipped);
+* ``.json``: a JSON list of objects;
+* ``.csv``: a header row naming the keys, empty cells meaning "absent".
+
+Keys: ``video`` (required: a video file — mp4, webm, gif, ... — or a folder of frame
+images), ``image`` (optional: the conditioning image; without it the clip's first
+sampled frame is used), ``prompt`` (optional text; SVD ignores it, the course keeps
+it), ``fps`` and ``motion_bucket_id`` (optional numbers; ``fps`` overrides the
+container's frame rate, a missing ``motion_bucket_id`` is derived from optical flow).
+
+Relative paths start at the manifest's folder. **Paths that resolve outside the
+manifest's folder are rejected** (``allow_outside=True`` / ``--allow-outside`` allows
+them), so a manifest cannot reach into unrelated parts of a disk by accident.
+
+Images in grayscale, RGBA (composited over black), palette or 16-bit modes are
+converted to 8-bit RGB and reported as warnings, not errors.
+
+Introduced in notebook 05 (dataset).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .motion import motion_bucket, motion_score
+from .video_io import MediaError, probe_video, read_image, read_video
+
+KNOWN_KEYS = {"image", "video", "prompt", "fps", "motion_bucket_id"}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used at all (missing, empty, unparseable as a whole)."""
+
+
+@dataclass
+class Problem:
+    """One thing wrong with one entry: where, what, and how to fix it."""
+
+    where: str
+    what: str
+    fix: str
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        kind = "error" if self.fatal else "warning"
+        return f"{self.where}: {kind}: {self.what} -> fix: {self.fix}"
+
+
+@dataclass
+class ClipEntry:
+    """A parsed manifest entry; ``where`` names it in messages ("entry 3 (line 4)")."""
+
+    where: str
+    video: Path
+    image: Path | None = None
+    prompt: str = ""
+    fps: float | None = None
+    motion_bucket_id: float | None = None
+    extra: dict = field(default_factory=dict)
+    # filled in by the check
+    num_frames: int = 0
+    source_fps: float | None = None
+    size: tuple[int, int] = (0, 0)  # (H, W)
+
+
+# ------------------------------------------------------------------ parsing
+
+def _raw_entries(path: Path) -> list[tuple[str, dict | Problem]]:
+    """``(where, dict)`` per entry, or ``(where, Problem)`` for an entry that cannot be parsed."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found; give a .jsonl, .json or .csv file")
+    text = path.read_text(encoding="utf-8-sig")
+    suffix = path.suffix.lower()
+    out: list[tuple[str, dict | Problem]] = []
+    if suffix == ".jsonl":
+        n = 0
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            where = f"entry {n} (line {lineno})"
+            n += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                out.append((where, Problem(where, f"malformed JSON ({e.msg} at column {e.colno})",
+                                           "write one complete JSON object per line, with double quotes")))
+                continue
+            out.append((where, obj))
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}; "
+                                "a .json manifest is one JSON list of objects") from e
+        if isinstance(data, dict) and "data" in data:
+            data = data["data"]
+        if not isinstance(data, list):
+            raise ManifestError(f"{path}: a .json manifest must be a list of objects, got {type(data).__name__}")
+        out = [(f"entry {i}", obj) for i, obj in enumerate(data)]
+    elif suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        for i, row in enumerate(rows):
+            obj = {k.strip(): v.strip() for k, v in row.items() if k and v is not None and v.strip() != ""}
+            out.append((f"entry {i} (line {i + 2})", obj))
+    else:
+        raise ManifestError(f"{path}: unknown manifest type {suffix!r}; use .jsonl, .json or .csv")
+    if not out:
+        raise ManifestError(f"{path}: the manifest has no entries; add one line per clip, e.g. "
+                            '{"image": "0000.png", "video": "0000.mp4", "prompt": "..."}')
+    return out
+
+
+def _resolve(root: Path, value, where: str, key: str, allow_outside: bool) -> Path | Problem:
+    if not isinstance(value, str) or not value.strip():
+        return Problem(where, f"'{key}' must be a non-empty path string, got {value!r}",
+                       f"set '{key}' to a path relative to the manifest's folder")
+    p = Path(value).expanduser()
+    full = (p if p.is_absolute() else root / p).resolve()
+    if not allow_outside and not full.is_relative_to(root.resolve()):
+        return Problem(where, f"'{key}' path {value!r} escapes the manifest's folder {root}",
+                       "move the file under the manifest's folder, or allow it with --allow-outside "
+                       "(allow_outside=True)")
+    return full
+
+
+def _number(obj: dict, key: str, where: str, lo: float, hi: float) -> float | Problem | None:
+    if key not in obj:
+        return None
+    try:
+        v = float(obj[key])
+    except (TypeError, ValueError):
+        return Problem(where, f"'{key}' must be a number, got {obj[key]!r}", f"write {key} as a number")
+    if not (lo <= v <= hi):
+        return Problem(where, f"'{key}' = {v} is outside [{lo}, {hi}]", f"use a {key} between {lo} and {hi}")
+    return v
+
+
+def parse_manifest(path: str | Path, allow_outside: bool = False) -> tuple[list[ClipEntry], list[Problem]]:
+    """Parse a manifest without opening any media: entries and per-entry problems."""
+    path = Path(path)
+    root = path.parent
+    entries, problems = [], []
+    for where, obj in _raw_entries(path):
+        if isinstance(obj, Problem):
+            problems.append(obj)
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(where, f"entry is a {type(obj).__name__}, not an object",
+                                    'write it as {"image": ..., "video": ..., "prompt": ...}'))
+            continue
+        if "video" not in obj:
+            problems.append(Problem(where, f"missing key 'video' (has: {', '.join(sorted(obj)) or 'nothing'})",
+                                    "add \"video\": the clip's path relative to the manifest"))
+            continue
+        bad = []
+        video = _resolve(root, obj["video"], where, "video", allow_outside)
+        image = _resolve(root, obj["image"], where, "image", allow_outside) if obj.get("image") else None
+        fps = _number(obj, "fps", where, 0.1, 1000)
+        bucket = _number(obj, "motion_bucket_id", where, 0, 255)
+        for v in (video, image, fps, bucket):
+            if isinstance(v, Problem):
+                bad.append(v)
+        prompt = obj.get("prompt", "")
+        if not isinstance(prompt, str):
+            bad.append(Problem(where, f"'prompt' must be text, got {type(prompt).__name__}", "quote the prompt"))
+        if bad:
+            problems += bad
+            continue
+        entries.append(ClipEntry(where, video, image, prompt, fps, bucket,
+                                 {k: v for k, v in obj.items() if k not in KNOWN_KEYS}))
+    return entries, problems
+
+
+# ------------------------------------------------------------------ checking
+
+def frames_needed(num_frames: int, sampling: str, stride: int) -> int:
+    """Source frames a clip must have to yield ``num_frames`` with this sampling."""
+    return (num_frames - 1) * stride + 1 if sampling == "consecutive" else num_frames
+
+
+def check_entry(e: ClipEntry, num_frames: int = 16, sampling: str = "consecutive", stride: int = 1,
+                decode: bool = True) -> list[Problem]:
+    """Open the entry's media and list its problems (fills ``e.num_frames``, ``e.size``, ...).
+
+    With ``decode`` every frame is decoded, which catches truncated files up front.
+    """
+    probs: list[Problem] = []
+    try:
+        info = probe_video(e.video)
+        if decode:
+            video, fps = read_video(e.video)
+            e.num_frames, e.source_fps, e.size = len(video), fps, video.shape[1:3]
+        else:
+            e.num_frames, e.source_fps, e.size = info["frames"], info["fps"], (info["height"], info["width"])
+    except MediaError as err:
+        return [Problem(e.where, f"video {err}", "replace or re-encode the file, or drop the entry")]
+    need = frames_needed(num_frames, sampling, stride)
+    if e.num_frames < need:
+        probs.append(Problem(e.where, f"video {e.video.name} has {e.num_frames} frames, {need} needed "
+                             f"({num_frames} frames, {sampling} sampling, stride {stride})",
+                             "use a longer clip, fewer frames (--frames) or a smaller stride"))
+    if e.fps is None and e.source_fps is None:
+        probs.append(Problem(e.where, "frame rate unknown (frame folders carry none)",
+                             "add \"fps\": N to the entry", fatal=False))
+    if e.image is not None:
+        try:
+            with Image.open(e.image) as im:
+                mode = im.mode
+            img = read_image(e.image)
+        except (MediaError, OSError) as err:
+            probs.append(Problem(e.where, f"image {err}", "replace the image, or drop 'image' to use the "
+                                 "video's first frame"))
+        else:
+            if mode not in ("RGB",):
+                probs.append(Problem(e.where, f"image {e.image.name} is mode {mode}; converted to 8-bit RGB",
+                                     "save it as 8-bit RGB to silence this", fatal=False))
+            if img.shape[:2] != tuple(e.size):
+                probs.append(Problem(e.where, f"image {e.image.name} is {img.shape[1]}x{img.shape[0]} but "
+                                     f"video {e.video.name} is {e.size[1]}x{e.size[0]}",
+                                     "the image should be the clip's first frame: export it at the video's "
+                                     "size, or drop 'image' to use the first frame"))
+    return probs
+
+
+def check_manifest(path: str | Path, num_frames: int = 16, sampling: str = "consecutive", stride: int = 1,
+                   allow_outside: bool = False, decode: bool = True):
+    """Parse and check every entry. Returns ``(good_entries, problems)``;
+    an entry is good when it has no fatal problem (warnings may remain)."""
+    entries, problems = parse_manifest(path, allow_outside)
+    good = []
+    for e in entries:
+        p = check_entry(e, num_frames, sampling, stride, decode)
+        problems += p
+        if not any(x.fatal for x in p):
+            good.append(e)
+    return good, sorted(problems, key=_entry_number)
+
+
+def _entry_number(p: Problem) -> int:
+    parts = p.where.split()
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "entry" and parts[1].isdigit() else -1
+
+
+class InvalidManifest(ValueError):
+    """Raised by the dataset when entries are bad and ``skip_invalid`` is off."""
+
+    def __init__(self, path, problems):
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems if p.fatal)
+        super().__init__(f"{path}: {sum(p.fatal for p in problems)} bad entries:\n{lines}\n"
+                         "Fix them, or pass skip_invalid=True (--skip-invalid) to drop them.")
+
+
+# ------------------------------------------------------------------ sampling and transforms
+
+def sample_frame_indices(total: int, num_frames: int, sampling: str = "consecutive", stride: int = 1,
+                         start: int | None = 0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Indices of the frames to take from a ``total``-frame clip.
+
+    ``consecutive``: ``num_frames`` frames ``stride`` apart from ``start`` (``None``: random
+    start). ``spread``: ``num_frames`` frames evenly over the whole clip.
+    """
+    if sampling == "spread":
+        return np.linspace(0, total - 1, num_frames).round().astype(int)
+    if sampling != "consecutive":
+        raise ValueError(f"sampling must be 'consecutive' or 'spread', got {sampling!r}")
+    span = (num_frames - 1) * stride + 1
+    if span > total:
+        raise ValueError(f"{total} frames cannot give {num_frames} frames at stride {stride}")
+    if start is None:
+        start = int((rng or np.random.default_rng()).integers(0, total - span + 1))
+    return start + stride * np.arange(num_frames)
+
+
+def crop_box(h: int, w: int, size: tuple[int, int], mode: str = "center",
+             rng: np.random.Generator | None = None) -> tuple[float, int, int]:
+    """``(scale, top, left)``: resize by ``scale`` so the frame covers ``size`` (H, W), then crop."""
+    th, tw = size
+    scale = max(th / h, tw / w)
+    rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if mode == "center":
+        return scale, (rh - th) // 2, (rw - tw) // 2
+    if mode == "random":
+        rng = rng or np.random.default_rng()
+        return scale, int(rng.integers(0, rh - th + 1)), int(rng.integers(0, rw - tw + 1))
+    raise ValueError(f"crop must be 'center' or 'random', got {mode!r}")
+
+
+def resize_crop(frames: np.ndarray, size: tuple[int, int], box: tuple[float, int, int]) -> np.ndarray:
+    """``uint8`` ``(F, H, W, 3)`` → ``(F, size[0], size[1], 3)`` with the given box (area resampling)."""
+    import cv2
+
+    scale, top, left = box
+    h, w = frames.shape[1:3]
+    rh, rw = max(size[0], round(h * scale)), max(size[1], round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    out = [cv2.resize(f, (rw, rh), interpolation=interp)[top:top + size[0], left:left + size[1]] for f in frames]
+    return np.stack(out)
+
+
+def to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """``uint8`` ``(..., H, W, 3)`` → float ``(..., 3, H, W)`` in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1).movedim(-1, -3)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float ``(..., 3, H, W)`` in [-1, 1] → ``uint8`` ``(..., H, W, 3)``."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().movedim(-3, -1).cpu().numpy()
+
+
+# ------------------------------------------------------------------ the dataset
+
+class VideoClipDataset(torch.utils.data.Dataset):
+    """(first frame, clip) pairs from a manifest, every entry checked at construction.
+
+    Each item is a dict: ``image`` ``(3, H, W)`` and ``video`` ``(F, 3, H, W)`` in [-1, 1],
+    ``prompt`` (str), ``fps`` (float: the sampled clip's frame rate, source fps / stride),
+    ``motion_bucket_id`` (float: from the manifest, else from optical flow), ``index``.
+
+    Args:
+        manifest: path of a .jsonl/.json/.csv manifest.
+        num_frames: frames per clip (16 as in the seed; SVD uses 14, SVD-xt 25).
+        size: output (H, W) or one int for squares.
+        sampling: "consecutive" (``stride`` apart) or "spread" (evenly over the clip).
+        random_start: consecutive clips start at a random frame (only for entries
+            without an explicit ``image``, which must stay the first frame).
+        crop: "center" or "random"; hflip: probability of a horizontal flip (flipping
+            reverses horizontal motion: leave it 0 when direction carries meaning).
+        skip_invalid: drop bad entries (listed in ``self.problems``) instead of raising.
+        decode_check: decode every frame when checking (catches truncated files).
+    """
+
+    def __init__(self, manifest, num_frames: int = 16, size: int | tuple[int, int] = 64,
+                 sampling: str = "consecutive", stride: int = 1, random_start: bool = False,
+                 crop: str = "center", hflip: float = 0.0, skip_invalid: bool = False,
+                 allow_outside: bool = False, decode_check: bool = True, default_fps: float = 7.0,
+                 seed: int | None = None):
+        self.manifest = Path(manifest)
+        self.num_frames, self.sampling, self.stride = num_frames, sampling, stride
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.random_start, self.crop, self.hflip = random_start, crop, hflip
+        self.default_fps = default_fps
+        self.rng = np.random.default_rng(seed)
+        if crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
+        self.entries, self.problems = check_manifest(manifest, num_frames, sampling, stride, allow_outside,
+                                                     decode_check)
+        if any(p.fatal for p in self.problems) and not skip_invalid:
+            raise InvalidManifest(manifest, self.problems)
+        if not self.entries:
+            raise InvalidManifest(manifest, self.problems or [Problem(str(manifest), "no usable entries", "")])
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def deterministic(self) -> bool:
+        """True when an item depends only on its index (no random crop, flip or start)."""
+        return self.crop == "center" and self.hflip == 0 and not self.random_start
+
+    def __getitem__(self, i: int) -> dict:
+        e = self.entries[i]
+        try:
+            video, fps = read_video(e.video)
+        except MediaError as err:  # changed on disk since the check
+            raise MediaError(f"{e.where}: {err}") from err
+        start = None if (self.random_start and e.image is None) else 0
+        idx = sample_frame_indices(len(video), self.num_frames, self.sampling, self.stride, start, self.rng)
+        clip = video[idx]
+        src_fps = e.fps or fps or self.default_fps
+        if self.sampling == "consecutive":
+            clip_fps = src_fps / self.stride
+        else:
+            clip_fps = src_fps * (self.num_frames - 1) / max(1, idx[-1] - idx[0])
+        box = crop_box(*clip.shape[1:3], self.size, self.crop, self.rng)
+        clip = resize_crop(clip, self.size, box)
+        image = resize_crop(read_image(e.image)[None], self.size, box)[0] if e.image is not None else clip[0]
+        if self.hflip and self.rng.uniform() < self.hflip:
+            clip, image = clip[:, :, ::-1], image[:, ::-1]
+        bucket = e.motion_bucket_id
+        if bucket is None:
+            bucket = motion_bucket(motion_score(clip), clip.shape[2])
+        return {"image": to_model_range(image), "video": to_model_range(clip), "prompt": e.prompt,
+                "fps": float(clip_fps), "motion_bucket_id": float(bucket), "index": i}
+
+
+def summarize(entries: list[ClipEntry], problems: list[Problem]) -> dict:
+    """Numbers for ``i2v data check``'s summary table."""
+    frames = [e.num_frames for e in entries]
+    fps = sorted({round(e.fps or e.source_fps, 2) for e in entries if (e.fps or e.source_fps)})
+    sizes = sorted({f"{e.size[1]}x{e.size[0]}" for e in entries})
+    return {"good entries": len(entries), "bad entries": len({p.where for p in problems if p.fatal}),
+            "warnings": sum(not p.fatal for p in problems),
+            "frames min/max": f"{min(frames)}/{max(frames)}" if frames else "-",
+            "sizes": ", ".join(sizes) or "-", "fps": ", ".join(map(str, fps)) or "-",
+            "with image": sum(e.image is not None for e in entries),
+            "with motion_bucket_id": sum(e.motion_bucket_id is not None for e in entries)}

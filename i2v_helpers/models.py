@@ -1,0 +1,177 @@
+"""The SVD model layer: load a pipeline, build the tiny SVD, count parameters.
+
+``load_pipeline`` is the one call for the real Stable Video Diffusion (a hub id such as
+``stabilityai/stable-video-diffusion-img2vid-xt`` or a local folder) and for the tiny
+SVD this project ships in ``data_samples/models/tiny-svd``. The tiny model uses the very
+same diffusers/transformers classes with smaller widths.
+
+Introduced in notebook 03 (inside SVD).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+SVD_XT_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
+TINY_SVD_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "models" / "tiny-svd"
+
+# SVD's scheduler config (stabilityai/stable-video-diffusion-img2vid-xt/scheduler).
+SVD_SCHEDULER_CONFIG = dict(
+    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, interpolation_type="linear",
+    num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+    steps_offset=1, timestep_spacing="leading", timestep_type="continuous", trained_betas=None,
+    use_karras_sigmas=True,
+)
+
+
+@dataclass
+class TinySVDConfig:
+    """Widths of the tiny SVD. Defaults are the shipped model (64×64 px, 16 frames).
+
+    GroupNorm in diffusers' SVD blocks has 32 groups, so every block width is ≥ 64
+    (with 32 channels each channel would be normalised alone, which stalls training).
+    """
+
+    resolution: int = 64
+    num_frames: int = 16
+    vae_channels: tuple[int, ...] = (64, 128, 128, 128)  # 4 levels → 8× downsampling, like SVD
+    vae_layers_per_block: int = 1
+    latent_channels: int = 16  # SVD has 4; 8×8×16 keeps small frames sharp
+    unet_channels: tuple[int, ...] = (64, 128)
+    unet_layers_per_block: int = 1
+    unet_heads: tuple[int, ...] = (2, 4)
+    time_embed_dim: int = 32  # per added time id (fps, motion bucket, noise aug)
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 4
+    clip_patch: int = 32  # the pipeline feeds CLIP 224×224 images
+    embed_dim: int = 64  # CLIP projection = UNet cross-attention width
+    scheduler: dict = field(default_factory=lambda: dict(SVD_SCHEDULER_CONFIG))
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+
+def build_tiny_vae(cfg: TinySVDConfig):
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    n = len(cfg.vae_channels)
+    return AutoencoderKLTemporalDecoder(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels, layers_per_block=cfg.vae_layers_per_block,
+        latent_channels=cfg.latent_channels, sample_size=cfg.resolution, scaling_factor=1.0,
+        force_upcast=False)
+
+
+def build_tiny_unet(cfg: TinySVDConfig):
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    n = len(cfg.unet_channels)
+    down = ("CrossAttnDownBlockSpatioTemporal",) * (n - 1) + ("DownBlockSpatioTemporal",)
+    up = ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (n - 1)
+    return UNetSpatioTemporalConditionModel(
+        sample_size=cfg.resolution // cfg.vae_scale_factor, in_channels=2 * cfg.latent_channels,
+        out_channels=cfg.latent_channels, down_block_types=down, up_block_types=up,
+        block_out_channels=cfg.unet_channels, addition_time_embed_dim=cfg.time_embed_dim,
+        projection_class_embeddings_input_dim=3 * cfg.time_embed_dim,
+        layers_per_block=cfg.unet_layers_per_block, cross_attention_dim=cfg.embed_dim,
+        num_attention_heads=cfg.unet_heads, num_frames=cfg.num_frames)
+
+
+def build_tiny_image_encoder(cfg: TinySVDConfig):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=cfg.clip_hidden, intermediate_size=4 * cfg.clip_hidden,
+        num_hidden_layers=cfg.clip_layers, num_attention_heads=cfg.clip_heads, image_size=224,
+        patch_size=cfg.clip_patch, projection_dim=cfg.embed_dim, hidden_act="gelu"))
+
+
+def build_tiny_pipeline(cfg: TinySVDConfig | None = None, seed: int = 0):
+    """A randomly initialised tiny ``StableVideoDiffusionPipeline`` (same classes as SVD-xt)."""
+    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    cfg = cfg or TinySVDConfig()
+    torch.manual_seed(seed)
+    return StableVideoDiffusionPipeline(
+        vae=build_tiny_vae(cfg), image_encoder=build_tiny_image_encoder(cfg),
+        unet=build_tiny_unet(cfg), scheduler=EulerDiscreteScheduler(**cfg.scheduler),
+        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}))
+
+
+def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=None, variant=None):
+    """Load a ``StableVideoDiffusionPipeline`` from a local folder or a hub id.
+
+    The same call serves the shipped tiny SVD and the real SVD-xt. ``device``/``dtype``
+    default to :func:`i2v_helpers.device.pick_device`. Weights are read from
+    safetensors only (``use_safetensors=True``: no pickle is ever loaded).
+    """
+    from diffusers import StableVideoDiffusionPipeline
+
+    from .device import pick_device
+
+    spec = pick_device()
+    device = device or spec.device
+    dtype = dtype or spec.dtype
+    p = Path(name_or_path)
+    if p.exists():
+        if not (p / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"{p}: is a folder but not a diffusers pipeline (no model_index.json). Point to the folder "
+                "that holds model_index.json, unet/, vae/, image_encoder/ — e.g. data_samples/models/tiny-svd, "
+                "or a training run's merged/ or pipeline/ folder")
+    elif str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
+        raise FileNotFoundError(
+            f"{name_or_path}: neither a local folder nor a hub id of the form 'org/name' "
+            f"(e.g. {SVD_XT_ID}); check the path")
+    try:
+        pipe = StableVideoDiffusionPipeline.from_pretrained(
+            str(name_or_path), torch_dtype=dtype, variant=variant, use_safetensors=True)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"{name_or_path}: could not load it as a pipeline ({e}). A hub id needs network access "
+            "(or a local copy in the Hugging Face cache); otherwise give a local folder") from e
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+# ----------------------------------------------------------------------- reports
+
+def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def component_report(pipe, dtype: torch.dtype = torch.float16, compare_svd_xt: bool = True) -> list[dict]:
+    """Rows ``{component, parameters, bytes}`` for each model in ``pipe`` at ``dtype``.
+
+    With ``compare_svd_xt`` the full-size SVD-xt UNet (diffusers' default config) is
+    built on the meta device — no weights, no memory — and counted for comparison.
+    """
+    size = torch.finfo(dtype).bits // 8
+    rows = []
+    for name in ("unet", "vae", "image_encoder"):
+        n = count_parameters(getattr(pipe, name))
+        rows.append({"component": name, "parameters": n, "bytes": n * size})
+    if compare_svd_xt:
+        n = count_parameters(svd_xt_unet_on_meta())
+        rows.append({"component": "SVD-xt unet (meta)", "parameters": n, "bytes": n * size})
+    return rows
+
+
+def svd_xt_unet_on_meta(num_frames: int = 25):
+    """SVD-xt's UNet architecture on the meta device (shapes only, no storage)."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    with torch.device("meta"):
+        return UNetSpatioTemporalConditionModel(num_frames=num_frames)
+
+
+def config_dict(cfg: TinySVDConfig) -> dict:
+    d = asdict(cfg)
+    d["vae_scale_factor"] = cfg.vae_scale_factor
+    return d

@@ -1,0 +1,286 @@
+"""The recipe that makes the shipped tiny SVD base model (``data_samples/models/tiny-svd``).
+
+It is run once by the project (``i2v pretrain``), never by the course. Two phases, each
+on a corpus generated on the fly by :mod:`i2v_helpers.synth` (never shipped):
+
+1. **VAE**: the tiny ``AutoencoderKLTemporalDecoder`` learns to reconstruct short
+   clips (random 32×32 crops of 4 frames: it is fully convolutional) with L1 + MSE
+   and a small KL term. Its ``scaling_factor`` is then set to 1 / std of the latents,
+   so scaled latents have unit variance as EDM (sigma_data = 1) assumes.
+2. **UNet + CLIP tower**: the corpus is encoded once (latents of the clips, latents of
+   the first frames and CLIP pixel inputs are cached), then the UNet and the tiny CLIP
+   tower train jointly with the SVD objective of :mod:`i2v_helpers.objective`.
+   (The real SVD's CLIP is pre-trained and frozen; the tiny tower has nothing to start
+   from, so it learns here, and is frozen in every later fine-tune.)
+
+Introduced in notebook 03 (inside SVD); the model card records the settings and times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import synth
+from .models import TinySVDConfig, build_tiny_pipeline
+
+
+@dataclass
+class PretrainConfig:
+    out_dir: str = "data_samples/models/tiny-svd"
+    work_dir: str = "runs/pretrain"
+    seed: int = 0
+    corpus_clips: int = 1200  # pre-training clips generated on the fly
+    vae_minutes: float = 20.0
+    vae_lr: float = 1e-3
+    vae_batch_clips: int = 4
+    vae_frames: int = 2
+    vae_crop: int = 32
+    vae_kl_weight: float = 1e-6
+    vae_deterministic: bool = True  # decode the posterior mode: avoids the slow start of sampling
+    unet_minutes: float = 40.0
+    unet_lr: float = 3e-4
+    unet_batch: int = 4
+    threads: int = 2
+
+
+def make_corpus(n: int, seed: int, size: int = 64, frames: int = 16) -> np.ndarray:
+    """``uint8`` ``(n, F, H, W, 3)``: synthetic clips of every family plus real-footage cuts."""
+    rng = np.random.default_rng(seed)
+    n_foot = n // 12
+    clips = [synth.clip_pretrain(rng, size, frames)[0] for _ in range(n - 2 * n_foot)]
+    for name in ("bikes", "bigbuckbunny"):
+        try:
+            clips += synth.footage_clips(name, rng, n_foot, size, frames)
+        except FileNotFoundError as e:
+            print(f"[pretrain] skipping {name}: {e}")
+    order = rng.permutation(len(clips))
+    return np.stack([clips[i] for i in order])
+
+
+def to_tensor(clips: np.ndarray) -> torch.Tensor:
+    """``uint8`` ``(..., H, W, 3)`` → float ``(..., 3, H, W)`` in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(clips)).float().div(127.5).sub(1)
+    return x.movedim(-1, -3)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two tensors in [-1, 1]."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).mean().item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def vae_reconstruct(vae, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Encode (posterior mode) and decode a clip ``(F, 3, H, W)``, ``chunk`` frames at a time."""
+    out = []
+    for i in range(0, len(video), chunk):
+        part = video[i:i + chunk]
+        z = vae.encode(part).latent_dist.mode()
+        out.append(vae.decode(z, num_frames=len(part)).sample)
+    return torch.cat(out)
+
+
+def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print) -> dict:
+    rng = np.random.default_rng(cfg.seed + 1)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    budget = cfg.vae_minutes * 60
+    t0, step, hist = time.time(), 0, []
+    vae.train()
+    while time.time() - t0 < budget:
+        frac = (time.time() - t0) / budget
+        for g in opt.param_groups:  # warmup 3 %, then cosine to 5 %
+            g["lr"] = cfg.vae_lr * min(1.0, frac / 0.03) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        batch = []
+        for _ in range(cfg.vae_batch_clips):
+            c = corpus[rng.integers(len(corpus))]
+            f0 = rng.integers(0, c.shape[0] - cfg.vae_frames + 1)
+            y0, x0 = rng.integers(0, c.shape[1] - cfg.vae_crop + 1, size=2)
+            batch.append(c[f0:f0 + cfg.vae_frames, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop])
+        x = to_tensor(np.concatenate(batch))  # (B*F, 3, h, w)
+        post = vae.encode(x).latent_dist
+        z = post.mode() if cfg.vae_deterministic else post.sample()
+        rec = vae.decode(z, num_frames=cfg.vae_frames).sample
+        rec_loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
+        kl = post.kl().mean() / x[0].numel()
+        loss = rec_loss + cfg.vae_kl_weight * kl * x[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        hist.append(rec_loss.item())
+        if step % 50 == 0:
+            log(f"[vae] step {step} {time.time() - t0:.0f}s loss {np.mean(hist[-50:]):.4f}")
+    vae.eval()
+    return {"vae_steps": step, "vae_seconds": round(time.time() - t0)}
+
+
+@torch.no_grad()
+def latent_std(vae, corpus: np.ndarray, n: int = 64) -> float:
+    zs = [vae.encode(to_tensor(c)).latent_dist.mode() for c in corpus[:n]]
+    return torch.cat(zs).std().item()
+
+
+def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
+    """Held-out ``general`` clips (seeds never used by the corpus) for the quality checks."""
+    rng = np.random.default_rng(seed)
+    return np.stack([synth.clip_general(rng)[0] for _ in range(n)])
+
+
+def vae_psnr(vae, clips: np.ndarray) -> float:
+    """Mean PSNR (dB) of VAE reconstructions of whole 16-frame clips at full size."""
+    return float(np.mean([psnr(vae_reconstruct(vae, to_tensor(c)), to_tensor(c)) for c in clips]))
+
+
+def run_vae_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, log=print) -> dict:
+    """Phase 1: train the tiny VAE, set its scaling factor, save it to ``work_dir/vae``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model_cfg = model_cfg or TinySVDConfig()
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    corpus = make_corpus(cfg.corpus_clips // 2, cfg.seed)
+    log(f"[vae] corpus {corpus.shape} in {time.time() - t:.0f}s")
+    prev = work / "vae"
+    if (prev / "config.json").is_file():  # continue a previous VAE run (same recipe, more minutes)
+        from diffusers import AutoencoderKLTemporalDecoder
+
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(prev, use_safetensors=True)
+        earlier = json.loads((work / "vae_stats.json").read_text())
+        log(f"[vae] continuing from {prev} ({earlier['vae_steps']} steps so far)")
+    else:
+        vae, earlier = build_tiny_pipeline(model_cfg, seed=cfg.seed).vae, {"vae_steps": 0, "vae_seconds": 0}
+    stats = train_vae(vae, corpus, cfg, log)
+    stats["vae_steps"] += earlier["vae_steps"]
+    stats["vae_seconds"] += earlier["vae_seconds"]
+    std = latent_std(vae, corpus)
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    stats.update(latent_std=std, scaling_factor=vae.config.scaling_factor,
+                 vae_psnr_db=vae_psnr(vae, heldout_clips()))
+    vae.save_pretrained(work / "vae", safe_serialization=True)
+    (work / "vae_stats.json").write_text(json.dumps(stats, indent=2))
+    log(f"[vae] done {stats}")
+    return stats
+
+
+
+def clip_fps(meta_family: str) -> float:
+    """Frame rate the corpus attributes to a clip: synthetic clips 8 fps, footage 25 fps."""
+    return 25.0 if meta_family == "footage" else 8.0
+
+
+@torch.no_grad()
+def encode_corpus(vae, corpus: np.ndarray, fps: np.ndarray, log=print) -> dict:
+    """Cache what the UNet phase needs: scaled latents ``(N, F, C, h, w)``, first frames
+    ``(N, 3, H, W)`` in [-1, 1], fps and motion bucket ``(N,)``."""
+    from .motion import motion_bucket, motion_score
+    from .objective import encode_video_latents
+
+    t = time.time()
+    lat = []
+    for i, c in enumerate(corpus):
+        lat.append(encode_video_latents(vae, to_tensor(c)[None]))
+        if (i + 1) % 200 == 0:
+            log(f"[unet] encoded {i + 1}/{len(corpus)} clips in {time.time() - t:.0f}s")
+    buckets = np.array([motion_bucket(motion_score(c), c.shape[2]) for c in corpus], np.float32)
+    return {"latents": torch.cat(lat), "first": to_tensor(corpus[:, 0]), "fps": torch.from_numpy(fps),
+            "bucket": torch.from_numpy(buckets)}
+
+
+def train_unet(pipe, cache: dict, cfg: PretrainConfig, log=print) -> dict:
+    """Joint UNet + CLIP-tower training with the SVD objective on the cached corpus."""
+    from .objective import (ObjectiveConfig, added_time_ids, clip_pixels, encode_clip, encode_image_latents,
+                            sample_noise_aug, svd_loss)
+
+    ocfg = ObjectiveConfig()
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    pipe.unet.train(), pipe.image_encoder.train()
+    n = len(cache["latents"])
+    budget = cfg.unet_minutes * 60
+    t0, step, hist = time.time(), 0, []
+    while time.time() - t0 < budget:
+        frac = (time.time() - t0) / budget
+        for grp in opt.param_groups:
+            grp["lr"] = cfg.unet_lr * min(1.0, frac / 0.03) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        idx = torch.randint(0, n, (cfg.unet_batch,), generator=g)
+        first = cache["first"][idx]
+        aug = sample_noise_aug(len(idx), ocfg, g)
+        with torch.no_grad():
+            img_lat = encode_image_latents(pipe.vae, first, aug, g)
+        embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
+        ids = added_time_ids(cache["fps"][idx], cache["bucket"][idx], aug)
+        loss = svd_loss(pipe.unet, cache["latents"][idx], img_lat, embeds, ids, ocfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        hist.append(loss.item())
+        if step % 50 == 0:
+            log(f"[unet] step {step} {time.time() - t0:.0f}s loss {np.mean(hist[-50:]):.4f}")
+    pipe.unet.eval(), pipe.image_encoder.eval()
+    return {"unet_steps": step, "unet_seconds": round(time.time() - t0), "unet_batch": cfg.unet_batch,
+            "final_loss": float(np.mean(hist[-100:]))}
+
+
+def run_unet_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, log=print) -> dict:
+    """Phase 2: cache the corpus through the trained VAE, train UNet + CLIP, save the pipeline."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model_cfg = model_cfg or TinySVDConfig()
+    work = Path(cfg.work_dir)
+    pipe = build_tiny_pipeline(model_cfg, seed=cfg.seed)
+    pipe.vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "vae", use_safetensors=True).eval()
+    pipe.vae.requires_grad_(False)
+    t = time.time()
+    rng = np.random.default_rng(cfg.seed + 3)
+    clips, fps = [], []
+    n_foot = cfg.corpus_clips // 12
+    for _ in range(cfg.corpus_clips - 2 * n_foot):
+        clips.append(synth.clip_pretrain(rng)[0])
+        fps.append(clip_fps("synthetic"))
+    for name in ("bikes", "bigbuckbunny"):
+        try:
+            got = synth.footage_clips(name, rng, n_foot)
+        except FileNotFoundError as e:
+            log(f"[unet] skipping {name}: {e}")
+            got = []
+        clips += got
+        fps += [clip_fps("footage")] * len(got)
+    corpus = np.stack(clips)
+    log(f"[unet] corpus {corpus.shape} in {time.time() - t:.0f}s")
+    cache = encode_corpus(pipe.vae, corpus, np.array(fps, np.float32), log)
+    stats = {"corpus_clips": len(corpus), "encode_seconds": round(time.time() - t)}
+    stats.update(train_unet(pipe, cache, cfg, log))
+    out = work / "pipeline"
+    pipe.save_pretrained(out, safe_serialization=True)
+    (work / "unet_stats.json").write_text(json.dumps(stats, indent=2))
+    log(f"[unet] done {stats}")
+    return stats
+
+if __name__ == "__main__":  # python -m i2v_helpers.pretrain vae|unet [minutes]
+    import sys
+
+    phase = sys.argv[1]
+    c = PretrainConfig()
+    if phase == "vae":
+        if len(sys.argv) > 2:
+            c.vae_minutes = float(sys.argv[2])
+        run_vae_phase(c)
+    elif phase == "unet":
+        if len(sys.argv) > 2:
+            c.unet_minutes = float(sys.argv[2])
+        run_unet_phase(c)

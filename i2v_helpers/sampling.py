@@ -1,0 +1,98 @@
+"""Generating videos: one call around the diffusers pipeline, a step-by-step trace of the
+reverse process, and video writers.
+
+``generate`` passes every setting explicitly, so a course cell and ``i2v sample`` make
+the same video from the same seed. ``trace_reverse_process`` runs the same pipeline
+with a ``callback_on_step_end`` hook and records, at each step, the noisy latent and
+the model's current estimate of the clean video (the EDM denoiser output D), decoded.
+
+Introduced in notebook 00 (one photo to video) and 02 (reverse process).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .video_io import write_video
+
+
+def _as_pil(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+@torch.no_grad()
+def generate(pipe, image, num_frames: int | None = None, steps: int = 25, fps: float = 7,
+             motion_bucket_id: float = 127, noise_aug_strength: float = 0.02, min_guidance: float = 1.0,
+             max_guidance: float = 3.0, seed: int = 0, height: int | None = None, width: int | None = None,
+             decode_chunk_size: int | None = None, callback=None) -> np.ndarray:
+    """Image → video frames ``uint8`` ``(F, H, W, 3)``.
+
+    ``image``: PIL image or ``uint8`` ``(H, W, 3)`` array. ``fps`` is the real frame rate
+    you want (the pipeline passes ``fps - 1`` to the UNet, as SVD was trained).
+    Guidance ramps linearly from ``min_guidance`` (first frame) to ``max_guidance``.
+    """
+    g = torch.Generator("cpu").manual_seed(seed)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    out = pipe(_as_pil(image), height=height or size, width=width or size, num_frames=num_frames,
+               num_inference_steps=steps, fps=int(fps), motion_bucket_id=int(motion_bucket_id),
+               noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance,
+               max_guidance_scale=max_guidance, decode_chunk_size=decode_chunk_size, generator=g,
+               output_type="np", callback_on_step_end=callback,
+               callback_on_step_end_tensor_inputs=["latents"] if callback else None)
+    frames = out.frames[0]  # (F, H, W, 3) floats in [0, 1]
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def decode_latents(pipe, latents: torch.Tensor, decode_chunk_size: int | None = None) -> np.ndarray:
+    """Scaled latents ``(1, F, C, h, w)`` → ``uint8`` ``(F, H, W, 3)`` through the pipeline's VAE."""
+    f = latents.shape[1]
+    video = pipe.decode_latents(latents.to(pipe.vae.dtype), f, decode_chunk_size or f)  # (1, 3, F, H, W)
+    video = video[0].permute(1, 2, 3, 0).float().cpu().numpy()
+    return ((video.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def trace_reverse_process(pipe, image, every: int = 1, **kwargs) -> dict:
+    """Run :func:`generate` and record the reverse process, step by step.
+
+    Returns ``{"frames": final (F, H, W, 3), "sigmas": [...], "noisy": [...], "denoised": [...]}``
+    where, for every ``every``-th step, ``noisy`` is the UNet's input ``c_in * x_sigma``
+    decoded (the noisy latent at unit scale, so the noise is visible) and ``denoised`` is
+    the scheduler's current estimate of the clean video (``pred_original_sample``, the
+    EDM denoiser output after guidance), decoded. Both are ``uint8`` ``(F, H, W, 3)``.
+    """
+    rec = {"sigmas": [], "noisy": [], "denoised": []}
+    orig_step = pipe.scheduler.step
+    count = [0]
+
+    def step(model_output, timestep, sample, *args, **kw):
+        out = orig_step(model_output, timestep, sample, *args, **kw)
+        i = count[0]
+        count[0] += 1
+        if i % every == 0:
+            sigma = float(pipe.scheduler.sigmas[i])
+            rec["sigmas"].append(sigma)
+            rec["noisy"].append(decode_latents(pipe, sample / (sigma**2 + 1) ** 0.5))
+            rec["denoised"].append(decode_latents(pipe, out.pred_original_sample))
+        return out
+
+    pipe.scheduler.step = step
+    try:
+        rec["frames"] = generate(pipe, image, **kwargs)
+    finally:
+        del pipe.scheduler.step  # back to the class method
+    return rec
+
+
+def save_frames(path: str | Path, frames: np.ndarray, fps: float = 7) -> Path:
+    """Write ``uint8`` ``(F, H, W, 3)`` frames to .mp4 / .gif / .webm (atomic)."""
+    return write_video(path, frames, fps=fps)
