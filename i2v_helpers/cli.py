@@ -79,7 +79,8 @@ def cmd_sample(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .pretrain import PretrainConfig, write_model_card, run_unet_phase, run_vae_phase, finalize
+    from .evaluation import format_summary
+    from .pretrain import PretrainConfig, evaluate_base, finalize, run_unet_phase, run_vae_phase, write_model_card
 
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed,
                          vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes)
@@ -89,8 +90,52 @@ def cmd_pretrain(args) -> int:
         run_unet_phase(cfg)
     if args.phase in ("finalize", "all"):
         finalize(cfg)
-        write_model_card(cfg)
+    if args.phase in ("finalize", "all", "evaluate"):
+        res = evaluate_base(cfg.out_dir, args.manifest, max_clips=args.max_clips)
+        print(f"VAE PSNR {res['vae_psnr_db']:.2f} dB")
+        print(format_summary(res))
+        if args.phase != "evaluate":
+            print(f"model card: {write_model_card(cfg, res)}")
     return 0
+
+
+def cmd_demo(args) -> int:
+    """Check the sample sets, write previews, and (with the shipped tiny SVD) make a video."""
+    import numpy as np
+    from PIL import Image
+
+    from .data import check_manifest, summarize
+    from .models import TINY_SVD_DIR
+    from .video_io import read_video, write_video
+    from .viz import clip_grid
+
+    root, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for name in ("general", "sports", "animated"):
+        for split in ("train", "val"):
+            manifest = root / name / f"{split}.jsonl"
+            good, problems = check_manifest(manifest)
+            s = summarize(good, problems)
+            print(f"[data] {manifest}: {s['good entries']} good, {s['bad entries']} bad, {s['sizes']}, fps {s['fps']}")
+            status |= int(any(p.fatal for p in problems))
+        clips = [read_video(e.video)[0] for e in good[:6]]
+        Image.fromarray(clip_grid(clips, every=2)).save(out / f"preview_{name}.png")
+        write_video(out / f"preview_{name}.gif", np.concatenate(clips[:4], axis=2), fps=8)
+    print(f"[data] previews in {out}/preview_*.png|gif")
+    if not (TINY_SVD_DIR / "model_index.json").is_file():
+        print(f"[model] {TINY_SVD_DIR} not found: skipping generation")
+        return status
+    from .models import load_pipeline
+    from .sampling import generate
+
+    entry = check_manifest(root / "general" / "val.jsonl", decode=False)[0][0]
+    pipe = load_pipeline(TINY_SVD_DIR)
+    frames = generate(pipe, read_video(entry.video)[0][0], fps=entry.fps or 7,
+                      motion_bucket_id=entry.motion_bucket_id or 127, seed=0)
+    path = write_video(out / "generated.mp4", frames, fps=entry.fps or 7)
+    print(f"[model] {entry.where} of general/val ({entry.prompt!r}) -> {path}")
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,8 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_sample)
 
+    dm = sub.add_parser("demo", help="the quick-start main job on the shipped data and model")
+    dm.add_argument("--data", default="data_samples")
+    dm.add_argument("--out", default="outputs/demo")
+    dm.set_defaults(fn=cmd_demo)
+
     pt = sub.add_parser("pretrain", help="(project maintainers) rebuild the shipped tiny SVD from scratch")
-    pt.add_argument("phase", choices=["vae", "unet", "finalize", "all"])
+    pt.add_argument("phase", choices=["vae", "unet", "finalize", "evaluate", "all"],
+                    help="finalize = save to --out, evaluate, write the model card; evaluate = print the card's metrics")
+    pt.add_argument("--manifest", default="data_samples/general/val.jsonl")
+    pt.add_argument("--max-clips", type=int, default=None)
     pt.add_argument("--out", default="data_samples/models/tiny-svd")
     pt.add_argument("--work-dir", default="runs/pretrain")
     pt.add_argument("--seed", type=int, default=0)
