@@ -80,7 +80,8 @@ def cmd_sample(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from .evaluation import format_summary
-    from .pretrain import PretrainConfig, evaluate_base, finalize, run_unet_phase, run_vae_phase, write_model_card
+    from .pretrain import (PretrainConfig, evaluate_base, finalize, run_decoder_phase, run_unet_phase, run_vae_phase,
+                           write_model_card)
 
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed,
                          vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes)
@@ -88,6 +89,8 @@ def cmd_pretrain(args) -> int:
         run_vae_phase(cfg)
     if args.phase in ("unet", "all"):
         run_unet_phase(cfg)
+    if args.phase in ("decoder", "all") and args.decoder_minutes > 0:
+        run_decoder_phase(cfg, args.decoder_minutes)
     if args.phase in ("finalize", "all"):
         finalize(cfg)
     if args.phase in ("finalize", "all", "evaluate"):
@@ -188,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(fn=cmd_demo)
 
     pt = sub.add_parser("pretrain", help="(project maintainers) rebuild the shipped tiny SVD from scratch")
-    pt.add_argument("phase", choices=["vae", "unet", "finalize", "evaluate", "all"],
+    pt.add_argument("phase", choices=["vae", "unet", "decoder", "finalize", "evaluate", "all"],
                     help="finalize = save to --out, evaluate, write the model card; evaluate = print the card's metrics")
     pt.add_argument("--manifest", default="data_samples/general/val.jsonl")
     pt.add_argument("--max-clips", type=int, default=None)
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--vae-minutes", type=float, default=25.0)
     pt.add_argument("--unet-minutes", type=float, default=45.0)
+    pt.add_argument("--decoder-minutes", type=float, default=20.0, help="decoder-only VAE sharpening after the UNet")
     pt.set_defaults(fn=cmd_pretrain)
     return p
 

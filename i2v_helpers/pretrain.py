@@ -37,7 +37,8 @@ class PretrainConfig:
     out_dir: str = "data_samples/models/tiny-svd"
     work_dir: str = "runs/pretrain"
     seed: int = 0
-    corpus_clips: int = 1200  # pre-training clips generated on the fly
+    corpus_clips: int = 600  # pre-training clips generated on the fly (encoding costs ~1 s each)
+    vae_corpus_clips: int = 600
     vae_minutes: float = 20.0
     vae_lr: float = 3e-4  # 1e-3 stalls at the mean colour (measured)
     vae_batch_clips: int = 4
@@ -88,10 +89,16 @@ def vae_reconstruct(vae, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     return torch.cat(out)
 
 
-def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print) -> dict:
-    rng = np.random.default_rng(cfg.seed + 1)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    budget = cfg.vae_minutes * 60
+def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_only: bool = False,
+              minutes: float | None = None) -> dict:
+    """Reconstruction training on random crops. ``decoder_only`` freezes the encoder, so the
+    latents (and a UNet trained on them) stay valid while the decoder gets sharper."""
+    rng = np.random.default_rng(cfg.seed + 1 + 100 * decoder_only)
+    params = vae.decoder.parameters() if decoder_only else vae.parameters()
+    vae.requires_grad_(not decoder_only)
+    vae.decoder.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
+    budget = (minutes if minutes is not None else cfg.vae_minutes) * 60
     t0, step, hist = time.time(), 0, []
     vae.train()
     while time.time() - t0 < budget:
@@ -105,12 +112,12 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print) -> dict:
             y0, x0 = rng.integers(0, c.shape[1] - cfg.vae_crop + 1, size=2)
             batch.append(c[f0:f0 + cfg.vae_frames, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop])
         x = to_tensor(np.concatenate(batch))  # (B*F, 3, h, w)
-        post = vae.encode(x).latent_dist
+        with torch.set_grad_enabled(not decoder_only):
+            post = vae.encode(x).latent_dist
         z = post.mode() if cfg.vae_deterministic else post.sample()
         rec = vae.decode(z, num_frames=cfg.vae_frames).sample
         rec_loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
-        kl = post.kl().mean() / x[0].numel()
-        loss = rec_loss + cfg.vae_kl_weight * kl * x[0].numel()
+        loss = rec_loss if decoder_only else rec_loss + cfg.vae_kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -118,8 +125,10 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print) -> dict:
         step += 1
         hist.append(rec_loss.item())
         if step % 50 == 0:
-            log(f"[vae] step {step} {time.time() - t0:.0f}s loss {np.mean(hist[-50:]):.4f}")
+            log(f"[vae{'-decoder' if decoder_only else ''}] step {step} {time.time() - t0:.0f}s "
+                f"loss {np.mean(hist[-50:]):.4f}")
     vae.eval()
+    vae.requires_grad_(False)
     return {"vae_steps": step, "vae_seconds": round(time.time() - t0)}
 
 
@@ -148,7 +157,7 @@ def run_vae_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, l
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    corpus = make_corpus(cfg.corpus_clips // 2, cfg.seed)
+    corpus = make_corpus(cfg.vae_corpus_clips, cfg.seed)
     log(f"[vae] corpus {corpus.shape} in {time.time() - t:.0f}s")
     prev = work / "vae"
     if (prev / "config.json").is_file():  # continue a previous VAE run (same recipe, more minutes)
@@ -272,6 +281,25 @@ def run_unet_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, 
     return stats
 
 
+def run_decoder_phase(cfg: PretrainConfig, minutes: float, log=print) -> dict:
+    """Phase 3 (optional): sharpen the VAE decoder with the encoder frozen, in the saved
+    pipeline (``work_dir/pipeline/vae``). Latents do not change, so the UNet stays valid."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work_dir)
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "pipeline" / "vae", use_safetensors=True)
+    corpus = make_corpus(cfg.vae_corpus_clips, cfg.seed + 7)
+    before = vae_psnr(vae, heldout_clips())
+    stats = train_vae(vae, corpus, cfg, log, decoder_only=True, minutes=minutes)
+    stats = {"decoder_steps": stats["vae_steps"], "decoder_seconds": stats["vae_seconds"],
+             "psnr_before_db": before, "vae_psnr_db": vae_psnr(vae, heldout_clips())}
+    vae.save_pretrained(work / "pipeline" / "vae", safe_serialization=True)
+    (work / "decoder_stats.json").write_text(json.dumps(stats, indent=2))
+    log(f"[vae-decoder] done {stats}")
+    return stats
+
+
 def finalize(cfg: PretrainConfig, log=print) -> Path:
     """Save ``work_dir/pipeline`` to ``out_dir`` in SVD-xt's folder format, weights in fp16
     safetensors (the model card keeps the repo under 20 MB). ``feature_extractor`` is
@@ -346,6 +374,10 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
         f"* UNet + CLIP tower (jointly): {unet['unet_steps']} steps, {unet['unet_seconds'] / 60:.0f} min, "
         f"batch {unet['unet_batch']} × 16 frames, AdamW lr {cfg.unet_lr}, SVD's EDM v-prediction objective "
         f"with CFG dropout, on {unet['corpus_clips']} cached clips (encoding took {unet['encode_seconds']} s)",
+        *([f"* VAE decoder only (encoder frozen, so the UNet's latents are unchanged): "
+            f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_steps']} more steps, "
+            f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_seconds'] / 60:.0f} min"]
+          if (work / "decoder_stats.json").is_file() else []),
         f"* Machine: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "* Rebuild: `i2v pretrain all` (phase by phase: `vae`, `unet`, `finalize`).", "",
     ]
@@ -379,3 +411,5 @@ if __name__ == "__main__":  # python -m i2v_helpers.pretrain vae|unet [minutes]
         if len(sys.argv) > 2:
             c.unet_minutes = float(sys.argv[2])
         run_unet_phase(c)
+    elif phase == "decoder":
+        run_decoder_phase(c, float(sys.argv[2]) if len(sys.argv) > 2 else 20.0)
