@@ -102,6 +102,19 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training import TrainingDiverged, load_config, train
+
+    cfg = load_config(args.config, args.set)
+    try:
+        result = train(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Check the sample sets, write previews, and (with the shipped tiny SVD) make a video."""
     import numpy as np
@@ -184,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_sample)
+
+    t = sub.add_parser("train", help="fine-tune: i2v train CONFIG [--set key=value ...] [--resume]")
+    t.add_argument("config", help="a shipped config name (tiny-stage1, tiny-stage2-sports, svd-xt-lora, ...) or a YAML file")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    t.set_defaults(fn=cmd_train)
 
     dm = sub.add_parser("demo", help="the quick-start main job on the shipped data and model")
     dm.add_argument("--data", default="data_samples")
