@@ -62,9 +62,10 @@ def cmd_make_samples(args) -> int:
 def cmd_sample(args) -> int:
     from .models import load_pipeline
     from .sampling import generate, save_frames
+    from .training import resolve_model_path
     from .video_io import read_image
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(resolve_model_path(args.model))
     if args.lora:
         from .lora import load_lora_into_pipeline
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -291,7 +292,10 @@ def run_decoder_phase(cfg: PretrainConfig, minutes: float, log=print) -> dict:
     vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "pipeline" / "vae", use_safetensors=True)
     corpus = make_corpus(cfg.vae_corpus_clips, cfg.seed + 7)
     before = vae_psnr(vae, heldout_clips())
-    stats = train_vae(vae, corpus, cfg, log, decoder_only=True, minutes=minutes)
+    # longer windows than phase 1 (2 frames): the pipeline decodes all 16 frames in one chunk and the
+    # temporal layers behave differently with more frames (measured: 17.4 dB at 16 vs 19.2 dB at 2)
+    dcfg = dataclasses.replace(cfg, vae_frames=8, vae_batch_clips=1)
+    stats = train_vae(vae, corpus, dcfg, log, decoder_only=True, minutes=minutes)
     stats = {"decoder_steps": stats["vae_steps"], "decoder_seconds": stats["vae_seconds"],
              "psnr_before_db": before, "vae_psnr_db": vae_psnr(vae, heldout_clips())}
     vae.save_pretrained(work / "pipeline" / "vae", safe_serialization=True)

@@ -57,8 +57,7 @@ def to_rgb_uint8(img: Image.Image | np.ndarray, where: str = "image") -> np.ndar
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as ``uint8`` RGB ``(H, W, 3)``, whatever its mode."""
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found; check the path (relative paths start at the manifest's folder)")
+    _require_file(path)
     try:
         with Image.open(path) as im:
             im.load()
@@ -71,7 +70,23 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise MediaError(f"{folder}: folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def _video_stream(container, path: Path):
+    """The first video stream and its frame rate; a clear error when the file has none."""
+    if not container.streams.video:
+        raise MediaError(f"{path}: has no video stream; give a video file (mp4, webm, gif) or a frame folder")
+    s = container.streams.video[0]
+    return s, (float(s.average_rate) if s.average_rate else None)
+
+
+def _require_file(path: Path):
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found; check the path (relative paths start at the manifest's folder)")
 
 
 def probe_video(path: str | Path) -> dict:
@@ -84,18 +99,12 @@ def probe_video(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         files = _frame_files(path)
-        if not files:
-            raise MediaError(f"{path}: folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         w, h = Image.open(files[0]).size
         return {"frames": len(files), "fps": None, "width": w, "height": h}
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found; check the path (relative paths start at the manifest's folder)")
+    _require_file(path)
     try:
         with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise MediaError(f"{path}: has no video stream; give a video file (mp4, webm, gif) or a frame folder")
-            s = c.streams.video[0]
-            fps = float(s.average_rate) if s.average_rate else None
+            s, fps = _video_stream(c, path)
             return {"frames": int(s.frames or 0), "fps": fps, "width": s.codec_context.width,
                     "height": s.codec_context.height}
     except MediaError:
@@ -115,22 +124,15 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
 
     path = Path(path)
     if path.is_dir():
-        files = _frame_files(path)
-        if not files:
-            raise MediaError(f"{path}: folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        frames = [read_image(f) for f in files[:max_frames]]
+        frames = [read_image(f) for f in _frame_files(path)[:max_frames]]
         if len({f.shape for f in frames}) > 1:
             raise MediaError(f"{path}: frame images have different sizes; resize them to one size")
         return np.stack(frames), None
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found; check the path (relative paths start at the manifest's folder)")
+    _require_file(path)
     frames = []
     try:
         with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise MediaError(f"{path}: has no video stream; give a video file (mp4, webm, gif) or a frame folder")
-            s = c.streams.video[0]
-            fps = float(s.average_rate) if s.average_rate else None
+            s, fps = _video_stream(c, path)
             for frame in c.decode(s):
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if max_frames and len(frames) >= max_frames:

@@ -121,3 +121,45 @@ def test_disk_cache_is_reused_and_keyed(base, tmp_path):
     assert torch.equal(first[3]["latents"], second[3]["latents"])
     ds8 = VideoClipDataset(REPO / "data_samples/general/val.jsonl", num_frames=8, size=64)
     assert EncodedClips(ds8, pipe, "disk", tmp_path, log=msgs.append).cache_key() != first.cache_key()
+
+
+KILL_DURING_SAVE = r"""
+import os, signal, sys, torch
+from pathlib import Path
+from i2v_helpers.models import TinySVDConfig, build_tiny_unet
+from i2v_helpers.training import save_checkpoint
+out = Path(sys.argv[1])
+unet = build_tiny_unet(TinySVDConfig(num_frames=4))
+opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+g = torch.Generator().manual_seed(0)
+unet(torch.randn(1, 4, 32, 8, 8), torch.tensor([0.1]), encoder_hidden_states=torch.randn(1, 1, 64),
+     added_time_ids=torch.tensor([[7.0, 127.0, 0.02]])).sample.mean().backward()
+opt.step()
+save_checkpoint(out, 2, unet, opt, sched, g)
+real_save = torch.save
+def die(*a, **k):  # the weights are written, the optimizer state is half-way: SIGKILL
+    real_save(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = die
+save_checkpoint(out, 4, unet, opt, sched, g)
+"""
+
+
+def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one_loadable(tmp_path):
+    import subprocess
+    import sys
+
+    from i2v_helpers.models import build_tiny_unet
+    from i2v_helpers.training import load_checkpoint
+
+    res = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == -9, res.stderr[-1000:]
+    assert (tmp_path / "checkpoints" / "step_000004.tmp").is_dir()  # the interrupted write
+    ck = latest_checkpoint(tmp_path)
+    assert ck.name == "step_000002"
+    unet = build_tiny_unet(TinySVDConfig(num_frames=4))
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    assert load_checkpoint(ck, unet, opt, sched, torch.Generator()) == 2
+    assert len(opt.state) > 0  # optimizer moments restored
