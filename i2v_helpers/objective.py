@@ -49,11 +49,33 @@ def edm_loss_weight(sigma: torch.Tensor) -> torch.Tensor:
 
 def sample_sigmas(batch: int, p_mean: float = 0.7, p_std: float = 1.6, generator=None, device=None):
     """Noise levels ``(B,)`` drawn log-normally: ln sigma ~ N(p_mean, p_std²)."""
-    return (torch.randn(batch, generator=generator, device=device) * p_std + p_mean).exp()
+    return (_randn((batch,), generator, device) * p_std + p_mean).exp()
 
 
 def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _randn(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """``torch.randn``; ``generator`` may be a list with one generator per sample (dim 0), so a
+    sample's noise depends on its own seed only, not on batch size or process count."""
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]).to(device)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _rand(batch: int, generator=None, device=None) -> torch.Tensor:
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([torch.rand((), generator=g) for g in generator]).to(device)
+    return torch.rand(batch, generator=generator, device=device)
+
+
+def per_sample_generators(seed: int, step: int, indices) -> list[torch.Generator]:
+    """One generator per sample, seeded by (seed, step, global sample index)."""
+    import numpy as np
+
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, int(i)]).generate_state(1)[0]))
+            for i in indices]
 
 
 def denoise(unet, noisy: torch.Tensor, sigma: torch.Tensor, image_latents: torch.Tensor,
@@ -88,7 +110,7 @@ class ObjectiveConfig:
 
 def cfg_dropout_masks(batch: int, cfg: ObjectiveConfig, generator=None, device=None):
     """Keep-masks ``(B,)`` for the CLIP embedding and the image latent (1 keep, 0 drop)."""
-    r = torch.rand(batch, generator=generator, device=device)
+    r = _rand(batch, generator, device)
     keep_embed = (r >= cfg.drop_embed).float()
     lo = cfg.drop_embed - cfg.drop_both
     keep_image = 1 - ((r >= lo) & (r < lo + cfg.drop_image)).float()
@@ -133,7 +155,7 @@ def encode_clip(image_encoder, pixels: torch.Tensor) -> torch.Tensor:
 def encode_image_latents(vae, image: torch.Tensor, noise_aug: torch.Tensor, generator=None) -> torch.Tensor:
     """Conditioning latents ``(B, C, h, w)`` of ``image`` ``(B, 3, H, W)`` in [-1, 1]:
     ``vae.encode(image + noise_aug * randn).mode()``, unscaled, as the pipeline does."""
-    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+    noise = _randn(image.shape, generator, image.device, image.dtype)
     noisy = image + _bcast(noise_aug.to(image.device, image.dtype), image) * noise
     return vae.encode(noisy.to(vae.dtype)).latent_dist.mode()
 
@@ -151,7 +173,7 @@ def encode_video_latents(vae, video: torch.Tensor, chunk: int = 16) -> torch.Ten
 
 def sample_noise_aug(batch: int, cfg: ObjectiveConfig, generator=None, device=None) -> torch.Tensor:
     """Per-sample conditioning-image noise strength ``(B,)``: LogNormal(noise_aug_mean, noise_aug_std)."""
-    return (torch.randn(batch, generator=generator, device=device) * cfg.noise_aug_std + cfg.noise_aug_mean).exp()
+    return (_randn((batch,), generator, device) * cfg.noise_aug_std + cfg.noise_aug_mean).exp()
 
 
 # ------------------------------------------------------------------ the losses
@@ -172,7 +194,7 @@ def svd_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: Objectiv
     image_latents = image_latents * _bcast(keep_image, image_latents).to(image_latents.dtype)
     image_latents = image_latents.unsqueeze(1).repeat(1, f, 1, 1, 1)
     sigma = sample_sigmas(b, cfg.p_mean, cfg.p_std, generator, dev)
-    noise = torch.randn(latents.shape, generator=generator, device=dev, dtype=latents.dtype)
+    noise = _randn(latents.shape, generator, dev, latents.dtype)
     noisy = latents + _bcast(sigma, latents).to(latents.dtype) * noise
     pred = denoise(unet, noisy, sigma, image_latents, image_embeds, time_ids)
     per_sample = ((pred.float() - latents.float()) ** 2).mean(dim=(1, 2, 3, 4))

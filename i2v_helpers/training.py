@@ -306,7 +306,7 @@ def _trainable_state(unet) -> dict:
     return {n: p.detach().cpu().contiguous() for n, p in unet.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, generator, ema=None, keep: int = 2) -> Path:
+def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, ema=None, keep: int = 2) -> Path:
     """Atomic: everything goes to ``step_N.tmp/`` and is renamed to ``step_N/`` when complete.
     Trainable weights in safetensors; optimizer/scheduler/RNG with ``torch.save``, read back
     with ``weights_only=True`` (no arbitrary unpickling)."""
@@ -322,7 +322,7 @@ def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, genera
         save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
     rng = _rng_state()
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(), "torch_rng": rng["torch"], "cuda_rng": rng["cuda"],
+                "torch_rng": rng["torch"], "cuda_rng": rng["cuda"],
                 "numpy_rng": [rng["numpy"][0], rng["numpy"][1].tolist(), *rng["numpy"][2:]],
                 "python_rng": [rng["python"][0], list(rng["python"][1]), rng["python"][2]]}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step}))
@@ -340,7 +340,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return ck[-1] if ck else None
 
 
-def load_checkpoint(path: Path, unet, optimizer, scheduler, generator, ema=None) -> int:
+def load_checkpoint(path: Path, unet, optimizer, scheduler, ema=None) -> int:
     from safetensors.torch import load_file
 
     weights = load_file(path / "trainable.safetensors")
@@ -351,7 +351,6 @@ def load_checkpoint(path: Path, unet, optimizer, scheduler, generator, ema=None)
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -380,12 +379,13 @@ def _collate(items: list[dict]) -> dict:
 @torch.no_grad()
 def validation_loss(pipe, unet, encoded, cfg: TrainConfig, device) -> float:
     """Mean loss over the first ``val_batches`` batches with fixed noise (comparable across steps)."""
+    from .objective import per_sample_generators
+
     ocfg = dataclasses.replace(cfg.objective(), drop_embed=0.0, drop_image=0.0, drop_both=0.0)
-    g = torch.Generator(device="cpu").manual_seed(1234)
     losses = []
     for idx in _batches(len(encoded), cfg.batch_size, 0, 0)[:cfg.val_batches]:
         batch = {k: v.to(device) for k, v in _collate([encoded[i] for i in idx]).items()}
-        losses.append(batch_loss(pipe, unet, batch, ocfg, g.manual_seed(1234 + len(losses))).item())
+        losses.append(batch_loss(pipe, unet, batch, ocfg, per_sample_generators(1234, 0, idx)).item())
     return float(np.mean(losses))
 
 
@@ -402,10 +402,14 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
 
     from .data import VideoClipDataset
     from .models import load_pipeline
+    from .objective import per_sample_generators
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+    from .device import pick_device
+
+    # cpu=True lets torchrun / accelerate launch run several CPU processes over gloo
+    acc = Accelerator(cpu=pick_device().backend == "cpu", mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
     set_seed(cfg.seed)
     (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -445,13 +449,13 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
                         weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                               num_training_steps=cfg.max_steps)
-    unet, optimizer, scheduler = acc.prepare(unet, optimizer, scheduler)
+    # the LR scheduler stays unprepared: accelerate would step it once per process per step
+    unet, optimizer = acc.prepare(unet, optimizer)
     ema = None
     if cfg.ema_decay:
         from diffusers.training_utils import EMAModel
 
         ema = EMAModel(params, decay=cfg.ema_decay)
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed + acc.process_index)
     ocfg = cfg.objective()
 
     step = 0
@@ -460,7 +464,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
         if ck is None:
             log(f"[train] --resume: no checkpoint in {out / 'checkpoints'}, starting at step 0")
         else:
-            step = load_checkpoint(ck, acc.unwrap_model(unet), optimizer, scheduler, generator, ema)
+            step = load_checkpoint(ck, acc.unwrap_model(unet), optimizer, scheduler, ema)
             log(f"[train] resumed from {ck} at step {step}")
     if acc.is_main_process and cfg.report_to != "none":
         acc.init_trackers("i2v", config={k: str(v) for k, v in dataclasses.asdict(cfg).items()})
@@ -476,11 +480,15 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
             micro = step * cfg.grad_accum + _
             epoch, pos = divmod(micro, per_epoch)
             gidx = _batches(len(encoded), global_batch, cfg.seed, epoch)[pos % per_epoch]
-            idx = gidx[acc.process_index * cfg.batch_size:(acc.process_index + 1) * cfg.batch_size]
+            lo = acc.process_index * cfg.batch_size
+            idx = gidx[lo:lo + cfg.batch_size]
             batch = {k: v.to(acc.device) for k, v in _collate([encoded[i] for i in idx]).items()}
             batch["latents"] = batch["latents"].to(weight_dtype)
+            # noise for each sample from (seed, micro-step, its place in the global batch): the same
+            # whatever the number of processes, and exact on resume
+            gens = per_sample_generators(cfg.seed, micro, range(lo, lo + len(idx)))
             with acc.accumulate(unet), acc.autocast():
-                loss = batch_loss(pipe, unet, batch, ocfg, generator)
+                loss = batch_loss(pipe, unet, batch, ocfg, gens)
                 if not torch.isfinite(loss):
                     ck = latest_checkpoint(out)
                     raise TrainingDiverged(
@@ -491,7 +499,8 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if acc.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(acc.gather(loss.detach()[None]).mean().item())
         step += 1
@@ -517,12 +526,13 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(out, step, acc.unwrap_model(unet), optimizer, scheduler, generator, ema,
-                                cfg.keep_checkpoints)
+                save_checkpoint(out, step, acc.unwrap_model(unet), optimizer, scheduler, ema, cfg.keep_checkpoints)
     bar.close()
     acc.wait_for_everyone()
     seconds = time.time() - t0
+    history = [float(np.mean(losses[i:i + cfg.grad_accum])) for i in range(0, len(losses), cfg.grad_accum)]
     result = {"steps": step, "seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
+              "loss_history": history,
               "val_loss": last_val, "trainable": report["trainable"], "share_percent": report["share_percent"],
               "samples_per_s": round(len(losses) * cfg.batch_size * acc.num_processes / max(seconds, 1e-9), 3)
               if losses else None}
