@@ -305,14 +305,18 @@ def run_decoder_phase(cfg: PretrainConfig, minutes: float, log=print) -> dict:
 
 
 def finalize(cfg: PretrainConfig, log=print) -> Path:
-    """Save ``work_dir/pipeline`` to ``out_dir`` in SVD-xt's folder format, weights in fp16
-    safetensors (the model card keeps the repo under 20 MB). ``feature_extractor`` is
+    """Save ``work_dir/pipeline`` to ``out_dir`` in SVD-xt's folder format, safetensors
+    (UNet and VAE stored in fp16 to stay under 20 MB). ``feature_extractor`` is
     recorded as ``CLIPImageProcessor``, as in SVD-xt's ``model_index.json``."""
     from diffusers import StableVideoDiffusionPipeline
 
     pipe = StableVideoDiffusionPipeline.from_pretrained(Path(cfg.work_dir) / "pipeline", use_safetensors=True)
     out = Path(cfg.out_dir)
-    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    # UNet and VAE in fp16 (diffusers loads them back as fp32 when no torch_dtype is given); the
+    # CLIP tower stays fp32 because transformers keeps a saved fp16 dtype, which would mix dtypes
+    pipe.unet.to(torch.float16)
+    pipe.vae.to(torch.float16)
+    pipe.save_pretrained(out, safe_serialization=True)
     index = json.loads((out / "model_index.json").read_text())
     index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -357,7 +361,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
         "`stabilityai/stable-video-diffusion-img2vid-xt` (`UNetSpatioTemporalConditionModel`,",
         "`AutoencoderKLTemporalDecoder`, `CLIPVisionModelWithProjection`, `EulerDiscreteScheduler`",
         "with SVD's v-prediction / Karras config, `CLIPImageProcessor`), for 64×64 px, 16 frames.",
-        "Weights are fp16 safetensors; load it with plain diffusers:", "",
+        "Weights are safetensors (UNet and VAE stored in fp16, loaded as fp32); load it with plain diffusers:", "",
         "```python", "from diffusers import StableVideoDiffusionPipeline",
         'pipe = StableVideoDiffusionPipeline.from_pretrained("data_samples/models/tiny-svd")', "```", "",
         "## Architecture", "",
@@ -383,13 +387,14 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
             f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_seconds'] / 60:.0f} min"]
           if (work / "decoder_stats.json").is_file() else []),
         f"* Machine: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "* Rebuild: `i2v pretrain all` (phase by phase: `vae`, `unet`, `finalize`).", "",
+        f"* Rebuild: `i2v pretrain all --vae-minutes {cfg.vae_minutes:g} --unet-minutes {cfg.unet_minutes:g} "
+        "--decoder-minutes N` (phase by phase: `vae`, `unet`, `decoder`, `finalize`).", "",
     ]
     if metrics:
         lines += ["## Metrics", "",
                   f"Held-out `data_samples/general/val.jsonl`: {metrics['clips']} clips × "
                   f"seeds {metrics['seeds']}, 25 Euler steps, guidance 1→3, each clip's fps and motion bucket.",
-                  "Reproduce: `i2v pretrain evaluate` (prints these numbers).", "",
+                  f"Reproduce: `i2v pretrain evaluate --max-clips {metrics['clips']}` (prints these numbers).", "",
                   f"* VAE reconstruction PSNR (16-frame clips, one decode chunk): {metrics['vae_psnr_db']:.2f} dB", "",
                   "| metric | tiny-svd | repeat first frame |", "| --- | --- | --- |"]
         for k in METRIC_KEYS:
