@@ -131,7 +131,7 @@ def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=No
             f"(e.g. {SVD_XT_ID}); check the path")
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(
-            str(name_or_path), torch_dtype=dtype, variant=variant, use_safetensors=True)
+            str(name_or_path), dtype=dtype, variant=variant, use_safetensors=True)
     except OSError as e:
         raise FileNotFoundError(
             f"{name_or_path}: could not load it as a pipeline ({e}). A hub id needs network access "
