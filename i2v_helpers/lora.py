@@ -17,7 +17,6 @@ Introduced in notebook 04 (LoRA injection).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -159,7 +158,3 @@ def trainable_report(model, base_count: int | None = None) -> dict:
     if base_count is None:
         base_count = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     return {"trainable": trainable, "base": base_count, "share_percent": 100.0 * trainable / base_count}
-
-
-def adapter_info(adapter_dir: str | Path) -> dict:
-    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())

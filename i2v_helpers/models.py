@@ -10,7 +10,7 @@ Introduced in notebook 03 (inside SVD).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -169,9 +169,3 @@ def svd_xt_unet_on_meta(num_frames: int = 25):
 
     with torch.device("meta"):
         return UNetSpatioTemporalConditionModel(num_frames=num_frames)
-
-
-def config_dict(cfg: TinySVDConfig) -> dict:
-    d = asdict(cfg)
-    d["vae_scale_factor"] = cfg.vae_scale_factor
-    return d

@@ -22,7 +22,7 @@ import json
 import math
 import time
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import synth
+from .data import to_model_range
 from .models import TinySVDConfig, build_tiny_pipeline
 
 
@@ -65,12 +66,6 @@ def make_corpus(n: int, seed: int, size: int = 64, frames: int = 16) -> np.ndarr
             print(f"[pretrain] skipping {name}: {e}")
     order = rng.permutation(len(clips))
     return np.stack([clips[i] for i in order])
-
-
-def to_tensor(clips: np.ndarray) -> torch.Tensor:
-    """``uint8`` ``(..., H, W, 3)`` → float ``(..., 3, H, W)`` in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(clips)).float().div(127.5).sub(1)
-    return x.movedim(-1, -3)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -112,7 +107,7 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_o
             f0 = rng.integers(0, c.shape[0] - cfg.vae_frames + 1)
             y0, x0 = rng.integers(0, c.shape[1] - cfg.vae_crop + 1, size=2)
             batch.append(c[f0:f0 + cfg.vae_frames, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop])
-        x = to_tensor(np.concatenate(batch))  # (B*F, 3, h, w)
+        x = to_model_range(np.concatenate(batch))  # (B*F, 3, h, w)
         with torch.set_grad_enabled(not decoder_only):
             post = vae.encode(x).latent_dist
         z = post.mode() if cfg.vae_deterministic else post.sample()
@@ -135,7 +130,7 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_o
 
 @torch.no_grad()
 def latent_std(vae, corpus: np.ndarray, n: int = 64) -> float:
-    zs = [vae.encode(to_tensor(c)).latent_dist.mode() for c in corpus[:n]]
+    zs = [vae.encode(to_model_range(c)).latent_dist.mode() for c in corpus[:n]]
     return torch.cat(zs).std().item()
 
 
@@ -147,7 +142,7 @@ def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
 
 def vae_psnr(vae, clips: np.ndarray) -> float:
     """Mean PSNR (dB) of VAE reconstructions of whole 16-frame clips at full size."""
-    return float(np.mean([psnr(vae_reconstruct(vae, to_tensor(c)), to_tensor(c)) for c in clips]))
+    return float(np.mean([psnr(vae_reconstruct(vae, to_model_range(c)), to_model_range(c)) for c in clips]))
 
 
 def run_vae_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, log=print) -> dict:
@@ -198,11 +193,11 @@ def encode_corpus(vae, corpus: np.ndarray, fps: np.ndarray, log=print) -> dict:
     t = time.time()
     lat = []
     for i, c in enumerate(corpus):
-        lat.append(encode_video_latents(vae, to_tensor(c)[None]))
+        lat.append(encode_video_latents(vae, to_model_range(c)[None]))
         if (i + 1) % 200 == 0:
             log(f"[unet] encoded {i + 1}/{len(corpus)} clips in {time.time() - t:.0f}s")
     buckets = np.array([motion_bucket(motion_score(c), c.shape[2]) for c in corpus], np.float32)
-    return {"latents": torch.cat(lat), "first": to_tensor(corpus[:, 0]), "fps": torch.from_numpy(fps),
+    return {"latents": torch.cat(lat), "first": to_model_range(corpus[:, 0]), "fps": torch.from_numpy(fps),
             "bucket": torch.from_numpy(buckets)}
 
 

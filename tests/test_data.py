@@ -14,7 +14,7 @@ from i2v_helpers import synth
 from i2v_helpers.data import (InvalidManifest, ManifestError, VideoClipDataset, check_manifest, crop_box,
                               parse_manifest, resize_crop, sample_frame_indices)
 from i2v_helpers.motion import motion_bucket, motion_score, optical_flow
-from i2v_helpers.video_io import MediaError, read_image, read_video, write_video
+from i2v_helpers.video_io import read_image, read_video, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,5 @@
 """The SVD objective: preconditioning identities, shapes, and train == pipeline inputs."""
 
-import numpy as np
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
