@@ -24,7 +24,7 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
     Returns ``{"rows": [...], "model": {metric: (mean, std)}, "baseline": {...},
     "clips": n, "seeds": [...]}``; the spread is the std over clip-seed pairs.
     """
-    entries, problems = parse_manifest(manifest)
+    entries, _ = parse_manifest(manifest)
     entries = entries[:max_clips] if max_clips else entries
     rows = []
     it = entries if progress is None else progress(entries)
