@@ -1,4 +1,4 @@
-"""The ``i2v`` command line: ``env``, ``data check``, ``data make-samples``, ``sample``, ``pretrain``.
+"""The ``i2v`` command line: ``env``, ``data``, ``sample``, ``train``, ``bench``, ``estimate``, ``pretrain``.
 
 Every subcommand is a thin wrapper over a package function the notebooks call too.
 Run ``i2v -h`` or ``i2v SUBCOMMAND -h``.
@@ -70,6 +70,10 @@ def cmd_sample(args) -> int:
         from .lora import load_lora_into_pipeline
 
         load_lora_into_pipeline(pipe, args.lora)
+    if args.adapters:
+        from .adapters import load_adapters
+
+        load_adapters(pipe.unet, args.adapters)
     frames = generate(pipe, read_image(args.image), num_frames=args.frames, steps=args.steps, fps=args.fps,
                       motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
                       min_guidance=args.min_guidance, max_guidance=args.max_guidance, seed=args.seed,
@@ -84,8 +88,18 @@ def cmd_pretrain(args) -> int:
     from .pretrain import (PretrainConfig, evaluate_base, finalize, run_decoder_phase, run_unet_phase, run_vae_phase,
                            write_model_card)
 
+    import dataclasses
+
+    import yaml
+
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed,
                          vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes)
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--set {kv}: unknown key {key!r}; known: {', '.join(sorted(fields))}")
+        setattr(cfg, key, yaml.safe_load(value))
     if args.phase in ("vae", "all"):
         run_vae_phase(cfg)
     if args.phase in ("unet", "all"):
@@ -113,6 +127,76 @@ def cmd_train(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import (compare_models, evaluate_generation, format_comparison, format_summary, load_for_eval,
+                             paired_difference, write_report)
+
+    out = Path(args.out)
+    if args.compare:
+        specs = dict(c.split("=", 1) if "=" in c else (c, c) for c in args.compare)
+        res = compare_models(specs, args.manifest, tuple(args.seeds), args.steps, args.max_clips)
+        print(format_comparison(res))
+        names = list(res)
+        for a, b in zip(names, names[1:]):
+            for k in ("flow_cosine", "flow_epe"):
+                d, se, n = paired_difference(res[a], res[b], k)
+                print(f"{b} - {a}: {k} {d:+.3f} ± {se:.3f} (paired standard error, {n} clip-seed pairs)")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.json").write_text(json.dumps(
+            {n: {k: r[k] for k in ("model", "clips", "seeds", "rows")} for n, r in res.items()}, indent=2))
+        print(f"wrote {out / 'compare.json'}")
+        return 0
+    spec = args.model + (f"+lora:{args.lora}" if args.lora else "") + (f"+adapters:{args.adapters}" if args.adapters else "")
+    res = evaluate_generation(load_for_eval(spec), args.manifest, tuple(args.seeds), args.steps, args.max_clips,
+                              keep_videos=args.grid_clips)
+    print(format_summary(res))
+    for k, v in write_report(res, out).items():
+        print(f"wrote {v}")
+    return 0
+
+
+def _ckpt_arg(v: str):
+    return {"false": False, "off": False, "true": True, "on": True, "diffusers": True, "full": "full"}[v.lower()]
+
+
+def cmd_bench_train(args) -> int:
+    from .bench import BenchSetup, bench_train, format_bench
+
+    setup = BenchSetup(preset=args.preset, technique=args.technique, frames=args.frames, height=args.height,
+                       width=args.width, batch=args.batch, lora_rank=args.lora_rank,
+                       mixed_precision=args.mixed_precision,
+                       gradient_checkpointing=None if args.checkpointing is None else _ckpt_arg(args.checkpointing),
+                       warmup=args.warmup, steps=args.steps)
+    modes = ("trainer",) if args.trainer_only else ("naive", "trainer")
+    res = bench_train(setup, device=args.device, modes=modes, flops=not args.no_flops)
+    print(json.dumps(res) if args.json else format_bench(res))
+    return 0
+
+
+def cmd_bench_sample(args) -> int:
+    from .bench import bench_sample
+
+    res = bench_sample(args.model, steps=args.steps, frames=args.frames, repeats=args.repeats,
+                       device=args.device, compile=args.compile)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k in ("plain_diffusers", "package"):
+            print(f"{k:<16} {res[k]['median_s']:.3f} s per video (median of {args.repeats})")
+        print(f"package / plain: {res['ratio']:.3f}  ({res['device']}, {res['frames']} frames, {res['steps']} steps)")
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from .estimate import estimate_memory, format_estimate
+    from .training import load_config
+
+    cfg = load_config(args.config, args.set)
+    est = estimate_memory(cfg)
+    print(json.dumps(est, default=str) if args.json else format_estimate(args.config, est))
     return 0
 
 
@@ -187,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", required=True)
     s.add_argument("--out", required=True, help=".mp4, .gif or .webm")
     s.add_argument("--lora", default=None, help="a LoRA adapter folder (peft format)")
+    s.add_argument("--adapters", default=None, help="an adapter-layer run's adapters/ folder")
     s.add_argument("--frames", type=int, default=None)
     s.add_argument("--steps", type=int, default=25)
     s.add_argument("--fps", type=int, default=7)
@@ -205,6 +290,55 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     t.set_defaults(fn=cmd_train)
 
+    ev = sub.add_parser("eval", help="score generations against held-out clips (and the repeat-first-frame baseline)")
+    ev.add_argument("--model", default="data_samples/models/tiny-svd", help="pipeline folder, run folder, or baseline")
+    ev.add_argument("--lora", default=None)
+    ev.add_argument("--adapters", default=None)
+    ev.add_argument("--manifest", required=True)
+    ev.add_argument("--out", default="outputs/eval")
+    ev.add_argument("--max-clips", type=int, default=None)
+    ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ev.add_argument("--steps", type=int, default=25)
+    ev.add_argument("--grid-clips", type=int, default=6, help="clips in grid.mp4")
+    ev.add_argument("--compare", nargs="+", default=None, metavar="NAME=SPEC",
+                    help="compare models: baseline, NAME=PATH, NAME=PATH+lora:DIR, NAME=PATH+adapters:DIR")
+    ev.set_defaults(fn=cmd_eval)
+
+    b = sub.add_parser("bench", help="measure training / sampling speed and memory")
+    bsub = b.add_subparsers(dest="bench_cmd", required=True)
+    bt = bsub.add_parser("train", help="naive loop vs the package's trainer, same model, batch and data")
+    bt.add_argument("--preset", choices=["tiny", "svd-xt"], default="tiny")
+    bt.add_argument("--technique", choices=["lora", "full", "adapter"], default="lora")
+    bt.add_argument("--frames", type=int, default=None)
+    bt.add_argument("--height", type=int, default=None)
+    bt.add_argument("--width", type=int, default=None)
+    bt.add_argument("--batch", type=int, default=1)
+    bt.add_argument("--lora-rank", type=int, default=16)
+    bt.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto")
+    bt.add_argument("--checkpointing", default=None, help="false | true (diffusers' blocks) | full")
+    bt.add_argument("--warmup", type=int, default=2)
+    bt.add_argument("--steps", type=int, default=5)
+    bt.add_argument("--device", default=None)
+    bt.add_argument("--trainer-only", action="store_true", help="skip the naive loop")
+    bt.add_argument("--no-flops", action="store_true")
+    bt.add_argument("--json", action="store_true")
+    bt.set_defaults(fn=cmd_bench_train)
+    bs = bsub.add_parser("sample", help="generate with the package vs a plain diffusers pipeline call")
+    bs.add_argument("--model", default=None, help="pipeline folder (default: the shipped tiny SVD)")
+    bs.add_argument("--steps", type=int, default=25)
+    bs.add_argument("--frames", type=int, default=None)
+    bs.add_argument("--repeats", type=int, default=3)
+    bs.add_argument("--device", default=None)
+    bs.add_argument("--compile", action="store_true", help="torch.compile the UNet (both paths)")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(fn=cmd_bench_sample)
+
+    es = sub.add_parser("estimate", help="predicted peak training memory of a config")
+    es.add_argument("config")
+    es.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    es.add_argument("--json", action="store_true")
+    es.set_defaults(fn=cmd_estimate)
+
     dm = sub.add_parser("demo", help="the quick-start main job on the shipped data and model")
     dm.add_argument("--data", default="data_samples")
     dm.add_argument("--out", default="outputs/demo")
@@ -221,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--vae-minutes", type=float, default=25.0)
     pt.add_argument("--unet-minutes", type=float, default=45.0)
     pt.add_argument("--decoder-minutes", type=float, default=20.0, help="decoder-only VAE sharpening after the UNet")
+    pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a PretrainConfig field, e.g. --set device=cuda --set unet_batch=32")
     pt.set_defaults(fn=cmd_pretrain)
     return p
 

@@ -9,8 +9,14 @@ All take ``uint8`` clips ``(F, H, W, 3)``. Motion metrics compare dense optical 
   A static clip scores the ground truth's own mean flow magnitude.
 * ``motion_ratio``: mean flow magnitude of generated / ground truth (1 = same amount).
 
-PSNR is per frame against the ground truth; it barely separates models on motion (a
-static copy of the first frame scores well), which is why the motion metrics exist.
+* ``warp_error``: flicker, the frame-to-frame change that motion does not explain: each
+  frame is predicted from the next one warped back by their flow; the mean absolute
+  residual (0..1). 0 for a static clip or a clean translation; high for shimmering noise.
+* ``first_frame_psnr``: fidelity to the input image (dB), frame 0 against the image.
+
+PSNR and SSIM (scikit-image) are per frame against the ground truth; they barely separate
+models on motion (a static copy of the first frame scores well), which is why the motion
+metrics exist.
 
 Introduced in notebook 08 (evaluation); the tiny model's quality bar uses them first.
 """
@@ -46,14 +52,43 @@ def psnr(gen: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))
 
 
+def ssim(gen: np.ndarray, gt: np.ndarray) -> float:
+    """Mean per-frame SSIM (scikit-image, colour, data range 255)."""
+    from skimage.metrics import structural_similarity
+
+    return float(np.mean([structural_similarity(a, b, channel_axis=-1, data_range=255) for a, b in zip(gen, gt)]))
+
+
+def warp_error(clip: np.ndarray, flow: np.ndarray | None = None) -> float:
+    """Flicker: mean |frame_t - warp(frame_t+1, flow_t)| / 255 over the clip (see module doc)."""
+    import cv2
+
+    flow = optical_flow(clip) if flow is None else flow
+    h, w = clip.shape[1:3]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    errs = []
+    for a, b, f in zip(clip[:-1], clip[1:], flow):
+        back = cv2.remap(b, gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        errs.append(np.abs(a.astype(np.float32) - back.astype(np.float32)).mean() / 255.0)
+    return float(np.mean(errs)) if errs else 0.0
+
+
+def first_frame_psnr(gen: np.ndarray, image: np.ndarray) -> float:
+    """PSNR (dB) of the generated first frame against the input image ``(H, W, 3)``."""
+    return psnr(gen[:1], image[None])
+
+
 def motion_metrics(gen: np.ndarray, gt: np.ndarray) -> dict:
-    """``{flow_cosine, flow_epe, motion_ratio, psnr}`` of a generated clip against the truth."""
+    """Every metric of a generated clip against the truth (``gt[0]`` is the input image):
+    ``flow_cosine, flow_epe, motion_ratio, warp_error, psnr, ssim, first_frame_psnr``."""
     n = min(len(gen), len(gt))
-    fg, ft = clean_flow(optical_flow(gen[:n])), clean_flow(optical_flow(gt[:n]))
+    raw = optical_flow(gen[:n])
+    fg, ft = clean_flow(raw), clean_flow(optical_flow(gt[:n]))
     mag_gt = np.linalg.norm(ft, axis=-1).mean()
     return {"flow_cosine": flow_cosine(fg, ft), "flow_epe": flow_epe(fg, ft),
             "motion_ratio": float(np.linalg.norm(fg, axis=-1).mean() / max(mag_gt, 1e-9)),
-            "psnr": psnr(gen[:n], gt[:n])}
+            "warp_error": warp_error(gen[:n], raw), "psnr": psnr(gen[:n], gt[:n]), "ssim": ssim(gen[:n], gt[:n]),
+            "first_frame_psnr": first_frame_psnr(gen, gt[0])}
 
 
 def repeat_first_frame(gt: np.ndarray) -> np.ndarray:

@@ -126,7 +126,8 @@ def added_time_ids(fps, motion_bucket_id, noise_aug_strength, batch: int | None 
     ("SVD was conditioned on fps - 1"), applied here so train and sample agree.
     Each argument is a number or a ``(B,)`` tensor.
     """
-    vals = [torch.as_tensor(v, dtype=torch.float32) for v in (fps, motion_bucket_id, noise_aug_strength)]
+    dev = next((v.device for v in (fps, motion_bucket_id, noise_aug_strength) if torch.is_tensor(v)), None)
+    vals = [torch.as_tensor(v, dtype=torch.float32, device=dev) for v in (fps, motion_bucket_id, noise_aug_strength)]
     b = batch or max(v.numel() for v in vals)
     vals = [v.reshape(-1).expand(b) if v.numel() == 1 else v.reshape(b) for v in vals]
     return torch.stack([vals[0] - 1, vals[1], vals[2]], dim=1)

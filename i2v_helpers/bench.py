@@ -1,0 +1,421 @@
+"""Speed and memory of a training step: the seed's naive loop against the package's trainer.
+
+``i2v bench train`` runs both on the same model, batch and data, in one process:
+
+* **naive** (what the seed's loop does): fp32 everywhere, the frozen VAE and CLIP encoders
+  run on every step, no gradient checkpointing;
+* **trainer** (what :func:`i2v_helpers.training.train` does): encoder outputs cached once
+  (:class:`~i2v_helpers.training.EncodedClips`), the step is
+  :func:`~i2v_helpers.training.batch_loss`, mixed precision with frozen weights stored in
+  the low-precision dtype, optional gradient checkpointing.
+
+For the ``svd-xt`` preset the UNet, VAE and CLIP tower are SVD-xt's architectures with
+random weights (nothing is downloaded), so a GPU run measures the real cost.
+Warm-up steps are excluded; the median of the timed steps is reported.
+
+Introduced in notebook 10 (scaling to the real SVD); figures in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+# dense bf16 peak of the accelerators the project has figures for (vendor data sheets, TFLOP/s)
+PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.4, "H100": 989.4, "H200": 989.4, "A100": 312.0, "MI300X": 1307.4}
+
+
+@dataclass
+class BenchSetup:
+    preset: str = "tiny"  # tiny | svd-xt
+    technique: str = "lora"  # lora | full
+    frames: int | None = None  # default: 16 (tiny) / 25 (svd-xt)
+    height: int | None = None  # default: 64 (tiny) / 576 (svd-xt)
+    width: int | None = None  # default: 64 (tiny) / 1024 (svd-xt)
+    batch: int = 1
+    lora_rank: int = 16
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA/ROCm, no on CPU (no fast bf16 on most CPUs)
+    gradient_checkpointing: bool | str | None = None  # false | true | full; default: full for svd-xt, off for tiny
+    warmup: int = 2
+    steps: int = 5
+    seed: int = 0
+
+    def resolved(self, device: torch.device) -> "BenchSetup":
+        big = self.preset == "svd-xt"
+        return BenchSetup(
+            preset=self.preset, technique=self.technique, frames=self.frames or (25 if big else 16),
+            height=self.height or (576 if big else 64), width=self.width or (1024 if big else 64),
+            batch=self.batch, lora_rank=self.lora_rank,
+            mixed_precision=(("bf16" if device.type == "cuda" else "no") if self.mixed_precision == "auto"
+                             else self.mixed_precision),
+            gradient_checkpointing=("full" if big else False) if self.gradient_checkpointing is None
+            else self.gradient_checkpointing,
+            warmup=self.warmup, steps=self.steps, seed=self.seed)
+
+
+# ------------------------------------------------------------------ models
+
+def svd_xt_clip_config():
+    """SVD-xt's image encoder: OpenCLIP ViT-H/14 as ``CLIPVisionModelWithProjection``."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                            num_attention_heads=16, patch_size=14, image_size=224, projection_dim=1024,
+                            hidden_act="gelu", layer_norm_eps=1e-5)
+
+
+def svd_xt_vae():
+    """SVD-xt's ``AutoencoderKLTemporalDecoder`` config (diffusers' defaults are a 1-block toy)."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    return AutoencoderKLTemporalDecoder(
+        down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        latent_channels=4, sample_size=768, scaling_factor=0.18215, force_upcast=True)
+
+
+def build_svd_xt_random(device="cpu", dtype=torch.float32):
+    """A ``StableVideoDiffusionPipeline`` with SVD-xt's architectures and random weights.
+
+    diffusers' defaults for ``UNetSpatioTemporalConditionModel`` and
+    diffusers' ``UNetSpatioTemporalConditionModel`` defaults are SVD-xt's config; the VAE and CLIP
+    configs are :func:`svd_xt_vae` and :func:`svd_xt_clip_config`. Built directly on ``device``.
+    """
+    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from .models import SVD_SCHEDULER_CONFIG
+
+    with torch.device(device):
+        unet = UNetSpatioTemporalConditionModel(num_frames=25).to(dtype)
+        vae = svd_xt_vae().to(dtype)
+        clip = CLIPVisionModelWithProjection(svd_xt_clip_config()).to(dtype)
+    # torch.Tensor([...]) buffers (the time mixers' mix factors) ignore the device context
+    unet, vae, clip = unet.to(device), vae.to(device), clip.to(device)
+    return StableVideoDiffusionPipeline(vae=vae, image_encoder=clip, unet=unet,
+                                        scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG),
+                                        feature_extractor=CLIPImageProcessor(crop_size=224,
+                                                                             size={"shortest_edge": 224}))
+
+
+def build_bench_pipeline(preset: str, device) -> object:
+    if preset == "svd-xt":
+        return build_svd_xt_random(device)
+    if preset == "tiny":
+        from .models import TINY_SVD_DIR, build_tiny_pipeline, load_pipeline
+
+        if (TINY_SVD_DIR / "model_index.json").is_file():
+            return load_pipeline(TINY_SVD_DIR, device=device, dtype=torch.float32)
+        return build_tiny_pipeline().to(device)
+    raise ValueError(f"preset {preset!r}: use tiny or svd-xt")
+
+
+# ------------------------------------------------------------------ memory
+
+class PeakMemory:
+    """Peak memory of a block: GPU ``max_memory_allocated``, or CPU resident set size
+    sampled every 5 ms from ``/proc/self/status`` (Linux)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak = self.rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self.rss())
+        return False
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------ the two loops
+
+def _random_clips(s: BenchSetup, device, n: int):
+    g = torch.Generator().manual_seed(s.seed)
+    video = torch.rand((n, s.frames, 3, s.height, s.width), generator=g) * 2 - 1
+    return video.to(device)
+
+
+def _make_trainable(unet, s: BenchSetup):
+    from .training import TrainConfig, apply_technique
+
+    return apply_technique(unet, TrainConfig(technique=s.technique, lora_rank=s.lora_rank, init_from="bench"))
+
+
+def _optimizer(unet):
+    return torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-5)
+
+
+def _time_steps(step_fn, s: BenchSetup, device) -> list[float]:
+    times = []
+    for i in range(s.warmup + s.steps):
+        _sync(device)
+        t = time.perf_counter()
+        step_fn(i)
+        _sync(device)
+        if i >= s.warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def naive_step_fn(pipe, s: BenchSetup, video):
+    """The seed's loop: fp32, encoders every step, no checkpointing."""
+    from .objective import (ObjectiveConfig, added_time_ids, clip_pixels, encode_clip, encode_image_latents,
+                            encode_video_latents, sample_noise_aug, svd_loss)
+
+    ocfg, unet = ObjectiveConfig(), pipe.unet
+    opt = _optimizer(unet)
+    dev = video.device
+
+    def step(i):
+        x = video[(i * s.batch) % len(video):][: s.batch]
+        aug = sample_noise_aug(len(x), ocfg, None, dev)
+        with torch.no_grad():
+            latents = encode_video_latents(pipe.vae, x)
+            img_lat = encode_image_latents(pipe.vae, x[:, 0], aug)
+            embeds = encode_clip(pipe.image_encoder, clip_pixels(x[:, 0], pipe.feature_extractor))
+        ids = added_time_ids(7.0, 127.0, aug).to(dev)
+        loss = svd_loss(unet, latents, img_lat, embeds, ids, ocfg)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def trainer_step_fn(pipe, s: BenchSetup, video):
+    """The trainer's step: cached encoder outputs, mixed precision, checkpointing as set."""
+    from .objective import clip_pixels, encode_clip, encode_video_latents
+    from .objective import ObjectiveConfig
+    from .training import batch_loss, cast_frozen_weights, enable_checkpointing
+
+    dev = video.device
+    wdt = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.mixed_precision]
+    pipe.vae.to(dtype=wdt)
+    pipe.image_encoder.to(dtype=wdt)
+    cast_frozen_weights(pipe.unet, wdt)
+    enable_checkpointing(pipe.unet, s.gradient_checkpointing)
+    with torch.no_grad():  # the cache: computed once, outside the timed steps
+        cache = [{"latents": encode_video_latents(pipe.vae, x[None])[0].float(), "image": x[0].float(),
+                  "image_embeds": encode_clip(pipe.image_encoder, clip_pixels(x[None, 0], pipe.feature_extractor))[0]}
+                 for x in video]
+    ocfg, unet = ObjectiveConfig(), pipe.unet
+    opt = _optimizer(unet)
+    autocast = torch.autocast(dev.type, dtype=wdt, enabled=wdt != torch.float32)
+
+    def step(i):
+        items = [cache[(i * s.batch + j) % len(cache)] for j in range(s.batch)]
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        batch["latents"] = batch["latents"].to(wdt)
+        batch["fps"] = torch.full((s.batch,), 8.0, device=dev)
+        batch["motion_bucket_id"] = torch.full((s.batch,), 127.0, device=dev)
+        with autocast:
+            loss = batch_loss(pipe, unet, batch, ocfg)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def model_flops_per_step(pipe, s: BenchSetup, device) -> float:
+    """Model FLOPs of one training step: a forward pass counted by
+    ``torch.utils.flop_counter`` × 3 for full fine-tuning (forward, input and weight
+    gradients) or × 2 for LoRA (the frozen weights need no weight gradients).
+    Recomputation under gradient checkpointing is not counted (MFU convention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = pipe.unet
+    c = unet.config
+    h, w = s.height // 8, s.width // 8
+    dt = next(unet.parameters()).dtype
+    x = torch.randn(s.batch, s.frames, c.in_channels, h, w, device=device, dtype=dt)
+    t = torch.ones(s.batch, device=device, dtype=dt)
+    emb = torch.randn(s.batch, 1, c.cross_attention_dim, device=device, dtype=dt)
+    ids = torch.ones(s.batch, 3, device=device, dtype=dt)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter, torch.autocast(device.type, dtype=torch.bfloat16,
+                                                     enabled=s.mixed_precision == "bf16"):
+        unet(x, t, encoder_hidden_states=emb, added_time_ids=ids)
+    return counter.get_total_flops() * (3 if s.technique == "full" else 2)
+
+
+def _run_one(kind: str, s: BenchSetup, device) -> dict:
+    pipe = build_bench_pipeline(s.preset, device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.vae.requires_grad_(False)
+    pipe.image_encoder.requires_grad_(False)
+    report = _make_trainable(pipe.unet, s)
+    video = _random_clips(s, device, max(2, s.batch))
+    row = {"trainable": report["trainable"], "trainable_percent": round(report["share_percent"], 3)}
+    try:
+        with PeakMemory(device) as mem:
+            fn = (naive_step_fn if kind == "naive" else trainer_step_fn)(pipe, s, video)
+            times = _time_steps(fn, s, device)
+        step_s = statistics.median(times)
+        row.update(step_s=step_s, samples_per_s=s.batch / step_s, peak_mem_bytes=mem.peak,
+                   step_times=[round(t, 4) for t in times])
+    except torch.OutOfMemoryError as e:
+        row.update(step_s=None, samples_per_s=None, peak_mem_bytes=None, error=f"out of memory: {str(e)[:200]}")
+    del pipe, video
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def bench_train(setup: BenchSetup, device=None, modes=("naive", "trainer"), flops: bool = True) -> dict:
+    """Run the naive loop and the trainer on the same setup; returns
+    ``{"setup", "naive", "trainer", "speedup", "device", ...}``."""
+    from .device import pick_device
+
+    device = torch.device(device or pick_device().device)
+    s = setup.resolved(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = {"setup": {k: getattr(s, k) for k in s.__dataclass_fields__}, "device": _device_name(device),
+           "torch": torch.__version__}
+    for kind in modes:
+        torch.manual_seed(s.seed)
+        out[kind] = _run_one(kind, s, device)
+    n, t = out.get("naive", {}), out.get("trainer", {})
+    out["speedup"] = (t["samples_per_s"] / n["samples_per_s"]
+                      if n.get("samples_per_s") and t.get("samples_per_s") else None)
+    if flops and t.get("step_s"):
+        pipe = build_bench_pipeline(s.preset, device)
+        if s.mixed_precision == "bf16":
+            pipe.unet.to(torch.bfloat16)
+        f = model_flops_per_step(pipe, s, device)
+        del pipe
+        gc.collect()
+        achieved = f / t["step_s"] / 1e12
+        out["trainer"].update(model_tflop_per_step=f / 1e12, achieved_tflops=achieved)
+        peak = _peak_tflops(device)
+        if peak:
+            out["trainer"]["mfu"] = achieved / peak
+    return out
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _peak_tflops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, v in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return v
+    return None
+
+
+def format_bench(res: dict) -> str:
+    """Two rows (naive, trainer) and the ratio, as a plain-text table."""
+    s = res["setup"]
+    lines = [f"{res['device']} | {s['preset']} {s['technique']} | batch {s['batch']} × {s['frames']} frames × "
+             f"{s['height']}×{s['width']} | trainer: {s['mixed_precision']}, checkpointing "
+             f"{s['gradient_checkpointing'] or 'off'}",
+             f"{'loop':<8} {'step s':>8} {'samples/s':>10} {'peak mem':>10}"]
+    for kind in ("naive", "trainer"):
+        r = res.get(kind)
+        if not r:
+            continue
+        if r.get("error"):
+            lines.append(f"{kind:<8} {r['error'][:60]}")
+            continue
+        lines.append(f"{kind:<8} {r['step_s']:>8.3f} {r['samples_per_s']:>10.3f} {r['peak_mem_bytes'] / 2**30:>8.2f} GiB")
+    if res.get("speedup"):
+        lines.append(f"speedup (trainer / naive samples/s): {res['speedup']:.2f}×")
+    t = res.get("trainer", {})
+    if t.get("achieved_tflops"):
+        mfu = f", MFU {t['mfu'] * 100:.1f} %" if t.get("mfu") else ""
+        lines.append(f"model FLOPs/step {t['model_tflop_per_step']:.2f} TFLOP, achieved {t['achieved_tflops']:.2f} TFLOP/s{mfu}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ sampling
+
+def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats: int = 3, device=None,
+                 compile: bool = False) -> dict:
+    """Seconds per generated video: :func:`i2v_helpers.sampling.generate` against a plain
+    ``StableVideoDiffusionPipeline.__call__`` with the same settings and seed (median of
+    ``repeats`` after one warm-up each). ``compile`` wraps the UNet in ``torch.compile``."""
+    import numpy as np
+
+    from .device import pick_device
+    from .models import TINY_SVD_DIR, load_pipeline
+    from .sampling import _as_pil, generate
+
+    spec = pick_device()
+    device = torch.device(device or spec.device)
+    pipe = load_pipeline(model or TINY_SVD_DIR, device=device, dtype=spec.dtype if device.type != "cpu" else torch.float32)
+    if compile:
+        pipe.unet = torch.compile(pipe.unet)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    frames = frames or pipe.unet.config.num_frames
+
+    def plain():
+        pipe(_as_pil(image), height=size, width=size, num_frames=frames, num_inference_steps=steps,
+             generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+
+    def package():
+        generate(pipe, image, num_frames=frames, steps=steps, seed=0)
+
+    res = {"device": _device_name(device), "frames": frames, "steps": steps, "compile": compile}
+    for name, fn in (("plain_diffusers", plain), ("package", package)):
+        fn()  # warm-up (and compilation)
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        res[name] = {"median_s": statistics.median(times), "times": [round(t, 4) for t in times]}
+    res["ratio"] = res["package"]["median_s"] / res["plain_diffusers"]["median_s"]
+    return res
