@@ -229,8 +229,9 @@ def trainer_step_fn(pipe, s: BenchSetup, video):
 
     dev = video.device
     wdt = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.mixed_precision]
-    pipe.vae.to(dtype=wdt)
-    pipe.image_encoder.to(dtype=wdt)
+    if wdt != torch.float32:
+        pipe.vae.to(dtype=wdt)
+        pipe.image_encoder.to(dtype=wdt)
     cast_frozen_weights(pipe.unet, wdt)
     enable_checkpointing(pipe.unet, s.gradient_checkpointing)
     with torch.no_grad():  # the cache: computed once, outside the timed steps

@@ -469,8 +469,11 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
 
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     pipe = load_pipeline(model_path, device=acc.device, dtype=torch.float32)
-    pipe.vae.requires_grad_(False).to(dtype=weight_dtype)
-    pipe.image_encoder.requires_grad_(False).to(dtype=weight_dtype)
+    pipe.vae.requires_grad_(False)
+    pipe.image_encoder.requires_grad_(False)
+    if weight_dtype != torch.float32:
+        pipe.vae.to(dtype=weight_dtype)
+        pipe.image_encoder.to(dtype=weight_dtype)
     unet = pipe.unet
     report = apply_technique(unet, cfg)
     log(f"[train] {cfg.technique}: {report['trainable']:,} trainable of {report['base']:,} "
