@@ -26,7 +26,8 @@ case "${1:-}" in
   test)
     setup
     export I2V_FAST=1
-    python -m pytest -q "${@:2}"
+    # the unit tests, then every notebook top to bottom in fast mode (nbval: cells must run; outputs not compared)
+    python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 "${@:2}"
     ;;
   *)
     echo "usage: bash run.sh demo|test [extra args]" >&2

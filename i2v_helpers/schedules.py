@@ -69,3 +69,11 @@ def pipeline_sigmas(pipe, steps: int = 25) -> np.ndarray:
     """The sigmas the pipeline's scheduler actually visits for ``steps`` steps (last one is 0)."""
     pipe.scheduler.set_timesteps(steps)
     return pipe.scheduler.sigmas.cpu().numpy()
+
+
+def noised_clip(clip: np.ndarray, t: int, schedule: str = "scaled-linear", seed: int = 0) -> np.ndarray:
+    """A real ``uint8`` clip ``(F, H, W, 3)`` after ``t`` forward-process steps of ``schedule``,
+    back as ``uint8`` (values clipped to [-1, 1] for display). What notebook 01's widget shows."""
+    x0 = torch.from_numpy(clip).float() / 127.5 - 1
+    xt = ddpm_noise(x0, int(t), ddpm_alphas_cumprod(schedule), torch.Generator().manual_seed(seed))
+    return ((xt.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()

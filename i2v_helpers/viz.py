@@ -33,3 +33,19 @@ def side_by_side(*clips: np.ndarray, gap: int = 2) -> np.ndarray:
     h = clips[0].shape[1]
     sep = np.full((f, h, gap, 3), 255, np.uint8)
     return np.concatenate([x for c in clips for x in (c, sep)][:-1], axis=2)
+
+
+def setup_mediapy():
+    """Let ``mediapy.show_video`` work without a system ffmpeg: point it at the binary that
+    the ``imageio-ffmpeg`` package (in the ``course`` extra) ships. Returns the ffmpeg path."""
+    import shutil
+
+    import mediapy
+
+    path = shutil.which("ffmpeg")
+    if path is None:
+        import imageio_ffmpeg
+
+        path = imageio_ffmpeg.get_ffmpeg_exe()
+        mediapy.set_ffmpeg(path)
+    return path
