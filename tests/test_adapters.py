@@ -11,22 +11,12 @@ from safetensors.torch import load_file
 from i2v_helpers.adapters import add_adapters, adapter_sites, load_adapters, remove_adapters, save_adapters
 from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, build_tiny_unet
 from i2v_helpers.training import load_config, train
+from unet_inputs import run_unet, unet_inputs  # tests/unet_inputs.py
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _inputs(unet, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c = unet.config
-    x = torch.randn(1, 4, c.in_channels, c.sample_size, c.sample_size, generator=g)
-    return (x, torch.tensor([0.3]), torch.randn(1, 1, c.cross_attention_dim, generator=g),
-            torch.tensor([[7.0, 127.0, 0.02]]))
-
-
-def _run(unet, inputs):
-    x, t, e, ids = inputs
-    with torch.no_grad():
-        return unet(x, t, encoder_hidden_states=e, added_time_ids=ids, return_dict=False)[0]
+_inputs, _run = unet_inputs, run_unet
 
 
 @pytest.fixture

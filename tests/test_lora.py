@@ -7,20 +7,10 @@ from diffusers import UNetSpatioTemporalConditionModel
 from i2v_helpers.lora import (add_lora, attention_target_modules, load_lora, lora_config, merge_lora, save_lora,
                               set_active_adapter, trainable_report, unload_lora, unmerge_lora)
 from i2v_helpers.models import TinySVDConfig, build_tiny_unet
+from unet_inputs import run_unet, unet_inputs  # tests/unet_inputs.py
 
 
-def _inputs(unet, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c = unet.config
-    x = torch.randn(1, 4, c.in_channels, c.sample_size, c.sample_size, generator=g)
-    return (x, torch.tensor([0.3]), torch.randn(1, 1, c.cross_attention_dim, generator=g),
-            torch.tensor([[7.0, 127.0, 0.02]]))
-
-
-def _run(unet, inputs):
-    x, t, e, ids = inputs
-    with torch.no_grad():
-        return unet(x, t, encoder_hidden_states=e, added_time_ids=ids, return_dict=False)[0]
+_inputs, _run = unet_inputs, run_unet
 
 
 def _nonzero_lora(unet):
