@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-# dense bf16 peak of the accelerators the project has figures for (vendor data sheets, TFLOP/s)
-PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.4, "H100": 989.4, "H200": 989.4, "A100": 312.0, "MI300X": 1307.4}
+# dense bf16 peak (vendor data sheets, TFLOP/s); the first key found in the device name wins
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "MI300X": 1307.4}
+BENCH_FPS, BENCH_BUCKET = 8.0, 127.0  # the micro-conditioning both loops train with
 
 
 @dataclass
@@ -212,7 +213,7 @@ def naive_step_fn(pipe, s: BenchSetup, video):
             latents = encode_video_latents(pipe.vae, x)
             img_lat = encode_image_latents(pipe.vae, x[:, 0], aug)
             embeds = encode_clip(pipe.image_encoder, clip_pixels(x[:, 0], pipe.feature_extractor))
-        ids = added_time_ids(7.0, 127.0, aug).to(dev)
+        ids = added_time_ids(BENCH_FPS, BENCH_BUCKET, aug).to(dev)
         loss = svd_loss(unet, latents, img_lat, embeds, ids, ocfg)
         loss.backward()
         opt.step()
@@ -221,11 +222,18 @@ def naive_step_fn(pipe, s: BenchSetup, video):
     return step
 
 
+class _ClipItems(list):
+    """Random clips as :class:`~i2v_helpers.data.VideoClipDataset`-style items, so the trainer's
+    own cache (:class:`~i2v_helpers.training.EncodedClips`) encodes them."""
+
+    deterministic = True
+
+
 def trainer_step_fn(pipe, s: BenchSetup, video):
-    """The trainer's step: cached encoder outputs, mixed precision, checkpointing as set."""
-    from .objective import clip_pixels, encode_clip, encode_video_latents
+    """The trainer's step: the trainer's cache and batch collation, mixed precision with frozen
+    weights in the low-precision dtype, checkpointing as set."""
     from .objective import ObjectiveConfig
-    from .training import batch_loss, cast_frozen_weights, enable_checkpointing
+    from .training import EncodedClips, _collate, batch_loss, cast_frozen_weights, enable_checkpointing
 
     dev = video.device
     wdt = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.mixed_precision]
@@ -234,20 +242,16 @@ def trainer_step_fn(pipe, s: BenchSetup, video):
         pipe.image_encoder.to(dtype=wdt)
     cast_frozen_weights(pipe.unet, wdt)
     enable_checkpointing(pipe.unet, s.gradient_checkpointing)
-    with torch.no_grad():  # the cache: computed once, outside the timed steps
-        cache = [{"latents": encode_video_latents(pipe.vae, x[None])[0].float(), "image": x[0].float(),
-                  "image_embeds": encode_clip(pipe.image_encoder, clip_pixels(x[None, 0], pipe.feature_extractor))[0]}
-                 for x in video]
+    items = _ClipItems({"video": x, "image": x[0], "fps": BENCH_FPS, "motion_bucket_id": BENCH_BUCKET} for x in video)
+    cache = EncodedClips(items, pipe, "memory", log=lambda *a: None)  # computed once, outside the timed steps
     ocfg, unet = ObjectiveConfig(), pipe.unet
     opt = _optimizer(unet)
     autocast = torch.autocast(dev.type, dtype=wdt, enabled=wdt != torch.float32)
 
     def step(i):
-        items = [cache[(i * s.batch + j) % len(cache)] for j in range(s.batch)]
-        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        batch = _collate([cache[(i * s.batch + j) % len(cache)] for j in range(s.batch)])
+        batch = {k: v.to(dev) for k, v in batch.items()}
         batch["latents"] = batch["latents"].to(wdt)
-        batch["fps"] = torch.full((s.batch,), 8.0, device=dev)
-        batch["motion_bucket_id"] = torch.full((s.batch,), 127.0, device=dev)
         with autocast:
             loss = batch_loss(pipe, unet, batch, ocfg)
         loss.backward()
@@ -266,7 +270,7 @@ def model_flops_per_step(pipe, s: BenchSetup, device) -> float:
 
     unet = pipe.unet
     c = unet.config
-    h, w = s.height // 8, s.width // 8
+    h, w = s.height // pipe.vae_scale_factor, s.width // pipe.vae_scale_factor
     dt = next(unet.parameters()).dtype
     x = torch.randn(s.batch, s.frames, c.in_channels, h, w, device=device, dtype=dt)
     t = torch.ones(s.batch, device=device, dtype=dt)
@@ -279,7 +283,7 @@ def model_flops_per_step(pipe, s: BenchSetup, device) -> float:
     return counter.get_total_flops() * (3 if s.technique == "full" else 2)
 
 
-def _run_one(kind: str, s: BenchSetup, device) -> dict:
+def _run_one(kind: str, s: BenchSetup, device, flops: bool = False) -> dict:
     pipe = build_bench_pipeline(s.preset, device)
     pipe.set_progress_bar_config(disable=True)
     pipe.vae.requires_grad_(False)
@@ -294,6 +298,12 @@ def _run_one(kind: str, s: BenchSetup, device) -> dict:
         step_s = statistics.median(times)
         row.update(step_s=step_s, samples_per_s=s.batch / step_s, peak_mem_bytes=mem.peak,
                    step_times=[round(t, 4) for t in times])
+        if flops:  # counted on the model just timed (its LoRA, dtypes and all)
+            f = model_flops_per_step(pipe, s, device)
+            row.update(model_tflop_per_step=f / 1e12, achieved_tflops=f / step_s / 1e12)
+            peak = _peak_tflops(device)
+            if peak:
+                row["mfu"] = row["achieved_tflops"] / peak
     except torch.OutOfMemoryError as e:
         row.update(step_s=None, samples_per_s=None, peak_mem_bytes=None, error=f"out of memory: {str(e)[:200]}")
     del pipe, video
@@ -317,22 +327,10 @@ def bench_train(setup: BenchSetup, device=None, modes=("naive", "trainer"), flop
            "torch": torch.__version__}
     for kind in modes:
         torch.manual_seed(s.seed)
-        out[kind] = _run_one(kind, s, device)
+        out[kind] = _run_one(kind, s, device, flops=flops and kind == "trainer")
     n, t = out.get("naive", {}), out.get("trainer", {})
     out["speedup"] = (t["samples_per_s"] / n["samples_per_s"]
                       if n.get("samples_per_s") and t.get("samples_per_s") else None)
-    if flops and t.get("step_s"):
-        pipe = build_bench_pipeline(s.preset, device)
-        if s.mixed_precision == "bf16":
-            pipe.unet.to(torch.bfloat16)
-        f = model_flops_per_step(pipe, s, device)
-        del pipe
-        gc.collect()
-        achieved = f / t["step_s"] / 1e12
-        out["trainer"].update(model_tflop_per_step=f / 1e12, achieved_tflops=achieved)
-        peak = _peak_tflops(device)
-        if peak:
-            out["trainer"]["mfu"] = achieved / peak
     return out
 
 

@@ -60,20 +60,11 @@ def cmd_make_samples(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .models import load_pipeline
+    from .evaluation import load_model_spec, model_spec
     from .sampling import generate, save_frames
-    from .training import resolve_model_path
     from .video_io import read_image
 
-    pipe = load_pipeline(resolve_model_path(args.model))
-    if args.lora:
-        from .lora import load_lora_into_pipeline
-
-        load_lora_into_pipeline(pipe, args.lora)
-    if args.adapters:
-        from .adapters import load_adapters
-
-        load_adapters(pipe.unet, args.adapters)
+    pipe = load_model_spec(model_spec(args.model, args.lora, args.adapters))
     frames = generate(pipe, read_image(args.image), num_frames=args.frames, steps=args.steps, fps=args.fps,
                       motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
                       min_guidance=args.min_guidance, max_guidance=args.max_guidance, seed=args.seed,
@@ -131,8 +122,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import (compare_models, evaluate_generation, format_comparison, format_summary, load_for_eval,
-                             paired_difference, write_report)
+    from .evaluation import (compare_models, evaluate_generation, format_comparison, format_summary,
+                             load_model_spec, model_spec, paired_difference, write_report)
 
     out = Path(args.out)
     if args.compare:
@@ -149,8 +140,7 @@ def cmd_eval(args) -> int:
             {n: {k: r[k] for k in ("model", "clips", "seeds", "rows")} for n, r in res.items()}, indent=2))
         print(f"wrote {out / 'compare.json'}")
         return 0
-    spec = args.model + (f"+lora:{args.lora}" if args.lora else "") + (f"+adapters:{args.adapters}" if args.adapters else "")
-    res = evaluate_generation(load_for_eval(spec), args.manifest, tuple(args.seeds), args.steps, args.max_clips,
+    res = evaluate_generation(load_model_spec(model_spec(args.model, args.lora, args.adapters)), args.manifest, tuple(args.seeds), args.steps, args.max_clips,
                               keep_videos=args.grid_clips)
     print(format_summary(res))
     for k, v in write_report(res, out).items():

@@ -81,17 +81,19 @@ def format_summary(result: dict) -> str:
 
 # ------------------------------------------------------------------ loading what to compare
 
-def load_for_eval(spec: str, device=None):
-    """``PATH[+lora:DIR][+adapters:DIR]`` → a pipeline (``None`` for ``baseline``)."""
-    import torch
+def load_model_spec(spec: str, device=None, dtype=None):
+    """``PATH[+lora:DIR][+adapters:DIR]`` → a pipeline (``None`` for ``baseline``).
 
+    ``PATH`` is a pipeline folder, a hub id or a run folder; ``device``/``dtype`` as in
+    :func:`i2v_helpers.models.load_pipeline`. What ``i2v sample`` and ``i2v eval`` load.
+    """
     from .models import load_pipeline
     from .training import resolve_model_path
 
     if spec == "baseline":
         return None
     path, *extras = spec.split("+")
-    pipe = load_pipeline(resolve_model_path(path), device=device or "cpu", dtype=torch.float32)
+    pipe = load_pipeline(resolve_model_path(path), device=device, dtype=dtype)
     for extra in extras:
         kind, _, d = extra.partition(":")
         if kind == "lora":
@@ -107,13 +109,18 @@ def load_for_eval(spec: str, device=None):
     return pipe
 
 
+def model_spec(path: str, lora: str | None = None, adapters: str | None = None) -> str:
+    """The spec string of a model path plus optional LoRA / adapter folders."""
+    return path + (f"+lora:{lora}" if lora else "") + (f"+adapters:{adapters}" if adapters else "")
+
+
 def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
                    progress=None, log=print) -> dict:
     """``{name: evaluate_generation result}`` for each ``name=spec`` on the same clips and seeds."""
     out = {}
     for name, spec in specs.items():
         log(f"[eval] {name}: {spec}")
-        out[name] = evaluate_generation(load_for_eval(spec), manifest, seeds, steps, max_clips, progress=progress)
+        out[name] = evaluate_generation(load_model_spec(spec), manifest, seeds, steps, max_clips, progress=progress)
     return out
 
 

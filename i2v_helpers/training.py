@@ -634,7 +634,7 @@ def save_result(pipe, unet, cfg: TrainConfig, out: Path) -> dict:
         target = out / "pipeline"
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.unet = unet.to(torch.float32)
+    pipe.unet = unet
     pipe.vae.to(torch.float32)
     pipe.image_encoder.to(torch.float32)
     pipe.save_pretrained(tmp, safe_serialization=True)
