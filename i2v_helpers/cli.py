@@ -191,42 +191,96 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Check the sample sets, write previews, and (with the shipped tiny SVD) make a video."""
+    """The main job, end to end on the shipped data and tiny SVD: check the data, stage 1
+    (full fine-tune on general), stage 2 (LoRA on sports), the comparison table with paired
+    differences, and a generated video. ``--quick`` runs a short version of every stage."""
+    import time
+
     import numpy as np
     from PIL import Image
 
     from .data import check_manifest, summarize
+    from .evaluation import compare_models, format_comparison, model_spec, paired_difference, write_report
     from .models import TINY_SVD_DIR
+    from .training import TrainingDiverged, load_config, train
     from .video_io import read_video, write_video
-    from .viz import clip_grid
+    from .viz import clip_grid, side_by_side
 
     root, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    status = 0
+    t0 = time.time()
+    print("== 1/5 data check")
     for name in ("general", "sports", "animated"):
         for split in ("train", "val"):
             manifest = root / name / f"{split}.jsonl"
             good, problems = check_manifest(manifest)
             s = summarize(good, problems)
             print(f"[data] {manifest}: {s['good entries']} good, {s['bad entries']} bad, {s['sizes']}, fps {s['fps']}")
-            status |= int(any(p.fatal for p in problems))
+            for p in problems:
+                print(f"  {p}")
+            if any(p.fatal for p in problems):
+                print(f"error: fix {manifest} first (i2v data check {manifest})", file=sys.stderr)
+                return 1
         clips = [read_video(e.video)[0] for e in good[:6]]
         Image.fromarray(clip_grid(clips, every=2)).save(out / f"preview_{name}.png")
-        write_video(out / f"preview_{name}.gif", np.concatenate(clips[:4], axis=2), fps=8)
-    print(f"[data] previews in {out}/preview_*.png|gif")
     if not (TINY_SVD_DIR / "model_index.json").is_file():
-        print(f"[model] {TINY_SVD_DIR} not found: skipping generation")
-        return status
-    from .models import load_pipeline
-    from .sampling import generate
+        print(f"error: the shipped model {TINY_SVD_DIR} is missing", file=sys.stderr)
+        return 1
 
-    entry = check_manifest(root / "general" / "val.jsonl", decode=False)[0][0]
-    pipe = load_pipeline(TINY_SVD_DIR)
-    frames = generate(pipe, read_video(entry.video)[0][0], fps=entry.fps or 7,
-                      motion_bucket_id=entry.motion_bucket_id or 127, seed=0)
-    path = write_video(out / "generated.mp4", frames, fps=entry.fps or 7)
-    print(f"[model] {entry.where} of general/val ({entry.prompt!r}) -> {path}")
-    return status
+    quick = args.quick
+    common = ["checkpoint_every=0", "report_to=none"]
+    if args.max_train_clips:
+        common += [f"max_train_samples={args.max_train_clips}", f"max_val_samples={args.max_train_clips}"]
+    s1_steps = args.stage1_steps or (40 if quick else None)
+    s2_steps = args.stage2_steps or (20 if quick else None)
+    stage1, stage2 = out / "stage1", out / "stage2-sports"
+    try:
+        print(f"== 2/5 stage 1: i2v train tiny-stage1 (full fine-tune on general){' --quick' if quick else ''}")
+        cfg1 = load_config("tiny-stage1", common + [f"output_dir={stage1}", f"train_manifest={root}/general/train.jsonl",
+                                                  f"val_manifest={root}/general/val.jsonl", "val_images=[]"]
+                           + ([f"max_steps={s1_steps}"] if s1_steps else []))
+        r1 = train(cfg1)
+        print(f"[stage 1] {r1['steps']} steps in {r1['seconds']:.0f} s, val loss {r1['val_loss']}")
+        print("== 3/5 stage 2: i2v train tiny-stage2-sports (LoRA on stage 1)")
+        cfg2 = load_config("tiny-stage2-sports", common + [f"init_from={stage1}", f"output_dir={stage2}",
+                                                         f"train_manifest={root}/sports/train.jsonl",
+                                                         f"val_manifest={root}/sports/val.jsonl", "val_images=[]"]
+                           + ([f"max_steps={s2_steps}"] if s2_steps else []))
+        r2 = train(cfg2)
+        print(f"[stage 2] {r2['steps']} steps in {r2['seconds']:.0f} s, {r2['share_percent']:.2f} % of the UNet trained")
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+
+    print("== 4/5 evaluation on held-out clips (same clips and seeds for every model)")
+    seeds = tuple(range(args.eval_seeds))
+    kw = dict(seeds=seeds, steps=args.eval_steps, max_clips=args.eval_clips)
+    tables = {
+        "general": compare_models({"baseline": "baseline", "base": str(TINY_SVD_DIR), "stage 1": str(stage1)},
+                                  root / "general" / "val.jsonl", **kw),
+        "sports": compare_models({"baseline": "baseline", "stage 1": str(stage1),
+                                  "stage 2": model_spec(str(stage1), lora=str(stage2 / "adapter"))},
+                                 root / "sports" / "val.jsonl", keep_videos=4, **kw),
+    }
+    summary = {}
+    for name, (a, b) in (("general", ("base", "stage 1")), ("sports", ("stage 1", "stage 2"))):
+        print(f"\n[{name}, held out]\n{format_comparison(tables[name])}")
+        for k in ("flow_cosine", "flow_epe", "motion_ratio"):
+            d, se, n = paired_difference(tables[name][a], tables[name][b], k)
+            print(f"  {b} - {a}: {k:<13}{d:+.3f} ± {se:.3f} (paired SE, {n} clip-seed pairs)")
+            summary[f"{name}: {b} - {a}: {k}"] = [d, se, n]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(tables["sports"]["stage 2"], out / "eval-sports-stage2")
+
+    print("== 5/5 a generated video")
+    image, truth, gen = tables["sports"]["stage 2"]["videos"][0]
+    stage1_gen = tables["sports"]["stage 1"]["videos"][0][2]
+    path = write_video(out / "generated.mp4", gen, fps=7)
+    write_video(out / "compare_real_stage1_stage2.mp4", side_by_side(truth, stage1_gen, gen), fps=7)
+    print(f"[video] {path} (stage 2 from a held-out sports frame); "
+          f"{out / 'compare_real_stage1_stage2.mp4'} (real | stage 1 | stage 2)")
+    print(f"done in {time.time() - t0:.0f} s; everything is in {out}/")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,9 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--json", action="store_true")
     es.set_defaults(fn=cmd_estimate)
 
-    dm = sub.add_parser("demo", help="the quick-start main job on the shipped data and model")
+    dm = sub.add_parser("demo", help="the main job: data check, stage 1, stage 2, evaluation, a video")
     dm.add_argument("--data", default="data_samples")
     dm.add_argument("--out", default="outputs/demo")
+    dm.add_argument("--quick", action="store_true", help="40 + 20 training steps instead of 400 + 150 (a tour, not a result)")
+    dm.add_argument("--stage1-steps", type=int, default=None)
+    dm.add_argument("--stage2-steps", type=int, default=None)
+    dm.add_argument("--max-train-clips", type=int, default=None, help="train on the first N clips only (smoke tests)")
+    dm.add_argument("--eval-clips", type=int, default=8, help="held-out clips per set")
+    dm.add_argument("--eval-seeds", type=int, default=2)
+    dm.add_argument("--eval-steps", type=int, default=25)
     dm.set_defaults(fn=cmd_demo)
 
     pt = sub.add_parser("pretrain", help="(project maintainers) rebuild the shipped tiny SVD from scratch")

@@ -313,7 +313,7 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], box: tuple[float, int
 
 def to_model_range(frames: np.ndarray) -> torch.Tensor:
     """``uint8`` ``(..., H, W, 3)`` → float ``(..., 3, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1).movedim(-1, -3)
+    return torch.from_numpy(np.require(frames, requirements=["C", "W"])).float().div(127.5).sub(1).movedim(-1, -3)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -408,3 +408,55 @@ def summarize(entries: list[ClipEntry], problems: list[Problem]) -> dict:
             "sizes": ", ".join(sizes) or "-", "fps": ", ".join(map(str, fps)) or "-",
             "with image": sum(e.image is not None for e in entries),
             "with motion_bucket_id": sum(e.motion_bucket_id is not None for e in entries)}
+
+
+# ------------------------------------------------------------------ curation
+
+def clip_quality(e: ClipEntry, num_frames: int = 16) -> dict:
+    """Quality scores of one entry's first ``num_frames`` frames: ``motion`` (mean optical-flow
+    px/frame), ``flicker`` (:func:`i2v_helpers.metrics.warp_error`) and ``sharpness``
+    (variance of the Laplacian, mean over frames)."""
+    import cv2
+
+    from .metrics import warp_error
+
+    clip = read_video(e.video)[0][:num_frames]
+    sharp = float(np.mean([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for f in clip]))
+    return {"motion": motion_score(clip), "flicker": warp_error(clip), "sharpness": sharp}
+
+
+def curate_manifest(src: str | Path, dst: str | Path | None = None, min_motion: float = 0.0,
+                    max_flicker: float | None = None, min_sharpness: float = 0.0, num_frames: int = 16):
+    """Write a manifest of the entries of ``src`` that pass quality thresholds (the seed's
+    "quality improvement" stage trains on such a subset).
+
+    ``dst`` defaults to ``SRC.curated.jsonl`` next to ``src`` (it must stay in the same folder:
+    paths are relative to it). Returns ``(dst, rows)`` with every entry's scores and ``kept`` flag.
+    """
+    src = Path(src)
+    dst = Path(dst) if dst else src.with_name(src.stem + ".curated.jsonl")
+    if dst.parent.resolve() != src.parent.resolve():
+        raise ValueError(f"{dst}: write the curated manifest next to {src} (its paths are relative to that folder)")
+    good, problems = check_manifest(src, num_frames)
+    if any(p.fatal for p in problems):
+        raise InvalidManifest(src, problems)
+    rows, lines = [], []
+    root = src.parent.resolve()
+    for e in good:
+        q = clip_quality(e, num_frames)
+        kept = q["motion"] >= min_motion and q["sharpness"] >= min_sharpness \
+            and (max_flicker is None or q["flicker"] <= max_flicker)
+        rows.append({"where": e.where, **q, "kept": kept})
+        if kept:
+            obj = {"video": str(e.video.relative_to(root)), "prompt": e.prompt, **e.extra}
+            if e.image is not None:
+                obj["image"] = str(e.image.relative_to(root))
+            obj.update({k: v for k, v in (("fps", e.fps), ("motion_bucket_id", e.motion_bucket_id)) if v is not None})
+            lines.append(json.dumps(obj))
+    if not lines:
+        raise ValueError(f"{src}: no entry passes min_motion={min_motion}, max_flicker={max_flicker}, "
+                         f"min_sharpness={min_sharpness}; loosen the thresholds")
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(dst)
+    return dst, rows

@@ -115,22 +115,24 @@ def model_spec(path: str, lora: str | None = None, adapters: str | None = None) 
 
 
 def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
-                   progress=None, log=print) -> dict:
+                   progress=None, log=print, keep_videos: int = 0) -> dict:
     """``{name: evaluate_generation result}`` for each ``name=spec`` on the same clips and seeds."""
     out = {}
     for name, spec in specs.items():
         log(f"[eval] {name}: {spec}")
-        out[name] = evaluate_generation(load_model_spec(spec), manifest, seeds, steps, max_clips, progress=progress)
+        out[name] = evaluate_generation(load_model_spec(spec), manifest, seeds, steps, max_clips, progress=progress,
+                                        keep_videos=keep_videos)
     return out
 
 
 def format_comparison(results: dict) -> str:
     """One table: a row per model, mean ± std per metric (arrows say which way is better)."""
     arrow = {True: "↑", False: "↓", None: "≈1"}
-    head = f"{'model':<12}" + "".join(f"{k + ' ' + arrow[HIGHER_IS_BETTER[k]]:>20}" for k in METRIC_KEYS)
+    w = max(12, *(len(n) + 1 for n in results))
+    head = f"{'model':<{w}}" + "".join(f"{k + ' ' + arrow[HIGHER_IS_BETTER[k]]:>20}" for k in METRIC_KEYS)
     lines = [head]
     for name, r in results.items():
-        lines.append(f"{name:<12}" + "".join(f"{r['model'][k][0]:>12.3f} ± {r['model'][k][1]:<5.3f}"
+        lines.append(f"{name:<{w}}" + "".join(f"{r['model'][k][0]:>12.3f} ± {r['model'][k][1]:<5.3f}"
                                              for k in METRIC_KEYS))
     any_r = next(iter(results.values()))
     lines.append(f"({any_r['clips']} clips × seeds {any_r['seeds']}; mean ± std over clip-seed pairs)")

@@ -83,7 +83,9 @@ def save_lora(unet, out_dir: str | Path, adapter_name: str = "default") -> Path:
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     config = unet.peft_config[adapter_name]
-    state = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    # save_embedding_layers=False: the UNet has no embeddings to save, and "auto" would look the
+    # base model up on the hub (a network call, and a warning when offline)
+    state = get_peft_model_state_dict(unet, adapter_name=adapter_name, save_embedding_layers=False)
     save_file({PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / ADAPTER_WEIGHTS)
     config.save_pretrained(tmp)
     if out.exists():
@@ -119,7 +121,7 @@ def load_lora(unet, adapter_dir: str | Path, adapter_name: str = "default", trai
 def load_lora_into_pipeline(pipe, adapter_dir: str | Path, adapter_name: str = "default"):
     """``load_lora`` on ``pipe.unet`` (what ``i2v sample --lora DIR`` does)."""
     load_lora(pipe.unet, adapter_dir, adapter_name)
-    pipe.unet.to(pipe.device, pipe.unet.dtype)
+    torch.nn.Module.to(pipe.unet, pipe.device, pipe.unet.dtype)  # new LoRA layers onto the pipeline's device
     return pipe
 
 

@@ -163,6 +163,18 @@ def component_report(pipe, dtype: torch.dtype = torch.float16, compare_svd_xt: b
     return rows
 
 
+def example_unet_inputs(unet, frames: int = 4, seed: int = 0) -> dict:
+    """Fixed random keyword inputs for ``unet(**inputs)``: ``sample`` ``(1, F, in_channels, h, w)``,
+    ``timestep`` (c_noise = 0.3), ``encoder_hidden_states`` ``(1, 1, D)``, ``added_time_ids`` ``(1, 3)``.
+    For comparing a UNet's output before and after a change (LoRA, adapters, merging)."""
+    g = torch.Generator().manual_seed(seed)
+    c = unet.config
+    return {"sample": torch.randn(1, frames, c.in_channels, c.sample_size, c.sample_size, generator=g),
+            "timestep": torch.tensor([0.3]),
+            "encoder_hidden_states": torch.randn(1, 1, c.cross_attention_dim, generator=g),
+            "added_time_ids": torch.tensor([[7.0, 127.0, 0.02]]), "return_dict": False}
+
+
 def svd_xt_unet_on_meta(num_frames: int = 25):
     """SVD-xt's UNet architecture on the meta device (shapes only, no storage)."""
     from diffusers import UNetSpatioTemporalConditionModel

@@ -106,6 +106,7 @@ class ObjectiveConfig:
     drop_both: float = 0.1  # overlap of the two windows (both zeroed)
     default_fps: float = 7.0
     default_motion_bucket: float = 127.0
+    loss: str = "edm"  # edm (SVD's objective) | ddpm-epsilon (the seed's, for the notebook 02 comparison)
 
 
 def cfg_dropout_masks(batch: int, cfg: ObjectiveConfig, generator=None, device=None):
@@ -216,11 +217,12 @@ def ddpm_epsilon_loss(unet, latents, image_latents, image_embeds, time_ids, alph
     scale, which SVD's EDM/v-prediction sampler cannot use as is.
     """
     b, f = latents.shape[:2]
-    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
+    t = (_rand(b, generator, latents.device) * len(alphas_cumprod)).long().clamp(max=len(alphas_cumprod) - 1)
     a = alphas_cumprod.to(latents.device)[t]
-    eps = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    eps = _randn(latents.shape, generator, latents.device, latents.dtype)
     noisy = _bcast(a.sqrt(), latents) * latents + _bcast((1 - a).sqrt(), latents) * eps
     cond = image_latents.unsqueeze(1).repeat(1, f, 1, 1, 1)
-    pred = unet(torch.cat([noisy, cond], 2), t.float(), encoder_hidden_states=image_embeds,
-                added_time_ids=time_ids, return_dict=False)[0]
+    pred = unet(torch.cat([noisy, cond.to(noisy.dtype)], 2), t.to(noisy.dtype),
+                encoder_hidden_states=image_embeds.to(noisy.dtype), added_time_ids=time_ids.to(noisy.dtype),
+                return_dict=False)[0]
     return F.mse_loss(pred, eps)

@@ -52,6 +52,36 @@ def generate(pipe, image, num_frames: int | None = None, steps: int = 25, fps: f
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
+SAMPLERS = ("euler", "dpm++2m")
+
+
+def use_sampler(pipe, name: str = "euler"):
+    """Swap the pipeline's scheduler for another sampler of the same EDM model; returns ``pipe``.
+
+    ``euler``: SVD's own ``EulerDiscreteScheduler`` (v-prediction, continuous timesteps,
+    Karras sigmas), rebuilt from the pipeline's scheduler config.
+    ``dpm++2m``: diffusers' ``EDMDPMSolverMultistepScheduler`` (second order) set to the same
+    model: sigma_data = 1, v-prediction, the same sigma range; it passes the UNet the same
+    ``c_noise = 0.25 ln sigma``, so no retraining is needed.
+    """
+    from diffusers import EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    cfg = dict(pipe.scheduler.config)
+    if not hasattr(pipe, "_i2v_euler_config"):
+        pipe._i2v_euler_config = cfg if cfg.get("_class_name") == "EulerDiscreteScheduler" else None
+    base = pipe._i2v_euler_config or {}
+    if name == "euler":
+        pipe.scheduler = EulerDiscreteScheduler.from_config(base)
+    elif name == "dpm++2m":
+        pipe.scheduler = EDMDPMSolverMultistepScheduler(
+            sigma_min=base.get("sigma_min", 0.002), sigma_max=base.get("sigma_max", 700.0), sigma_data=1.0,
+            sigma_schedule="karras", prediction_type=base.get("prediction_type", "v_prediction"),
+            solver_order=2, final_sigmas_type="zero")
+    else:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {name!r}")
+    return pipe
+
+
 def decode_latents(pipe, latents: torch.Tensor, decode_chunk_size: int | None = None) -> np.ndarray:
     """Scaled latents ``(1, F, C, h, w)`` → ``uint8`` ``(F, H, W, 3)`` through the pipeline's VAE."""
     f = latents.shape[1]

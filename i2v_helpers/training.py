@@ -60,6 +60,8 @@ class TrainConfig:
     batch_size: int = 4
     grad_accum: int = 1
     num_workers: int = 0
+    max_train_samples: int | None = None  # use only the first N clips of each manifest (quick runs, debugging)
+    max_val_samples: int | None = None
     # optimisation
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine"  # any diffusers.optimization scheduler name
@@ -89,6 +91,7 @@ class TrainConfig:
     drop_embed: float = 0.2
     drop_image: float = 0.2
     drop_both: float = 0.1
+    loss: str = "edm"  # edm (SVD's EDM v-prediction) | ddpm-epsilon (the seed's noise-MSE; notebook 02 shows why not)
     # caching, validation, checkpoints, logging
     cache: str = "memory"  # memory | disk | off
     cache_dir: str | None = None  # default: output_dir/cache
@@ -101,12 +104,18 @@ class TrainConfig:
     log_every: int = 10
     report_to: str = "tensorboard"  # tensorboard | none
 
+    def __post_init__(self):  # checked when the config is made, not an hour into training
+        if self.technique not in ("lora", "full", "adapter"):
+            raise ValueError(f"technique must be lora, full or adapter, got {self.technique!r}")
+        if self.loss not in ("edm", "ddpm-epsilon"):
+            raise ValueError(f"loss must be edm or ddpm-epsilon, got {self.loss!r}")
+
     def objective(self):
         from .objective import ObjectiveConfig
 
         return ObjectiveConfig(p_mean=self.p_mean, p_std=self.p_std, noise_aug_mean=self.noise_aug_mean,
                                noise_aug_std=self.noise_aug_std, drop_embed=self.drop_embed,
-                               drop_image=self.drop_image, drop_both=self.drop_both)
+                               drop_image=self.drop_image, drop_both=self.drop_both, loss=self.loss)
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -138,10 +147,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
                 raise ValueError(f"{p}: {k} must be a number, got {v!r}") from None
     if "adam_betas" in data:
         data["adam_betas"] = tuple(data["adam_betas"])
-    cfg = TrainConfig(**data)
-    if cfg.technique not in ("lora", "full", "adapter"):
-        raise ValueError(f"technique must be lora, full or adapter, got {cfg.technique!r}")
-    return cfg
+    return TrainConfig(**data)
 
 
 def native_resolution(model_path: str) -> int:
@@ -334,6 +340,14 @@ def batch_loss(pipe, unet, batch: dict, ocfg, generator=None):
     with torch.no_grad():
         img_lat = encode_image_latents(pipe.vae, batch["image"].to(pipe.vae.dtype), aug, generator)
     ids = added_time_ids(batch["fps"], batch["motion_bucket_id"], aug).to(dev)
+    if ocfg.loss == "ddpm-epsilon":  # the seed's objective, kept to measure why SVD does not use it
+        from .objective import ddpm_epsilon_loss
+        from .schedules import ddpm_alphas_cumprod
+
+        return ddpm_epsilon_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids,
+                                 ddpm_alphas_cumprod("scaled-linear"), generator)
+    if ocfg.loss != "edm":
+        raise ValueError(f"loss must be 'edm' or 'ddpm-epsilon', got {ocfg.loss!r}")
     return svd_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids, ocfg, generator)
 
 
@@ -466,6 +480,9 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     train_ds = VideoClipDataset(cfg.train_manifest, cfg.num_frames, size, cfg.sampling, cfg.stride)
     val_ds = VideoClipDataset(cfg.val_manifest, cfg.num_frames, size, cfg.sampling, cfg.stride) \
         if cfg.val_manifest else None
+    for ds, limit in ((train_ds, cfg.max_train_samples), (val_ds, cfg.max_val_samples)):
+        if ds is not None and limit:
+            ds.entries = ds.entries[:limit]
 
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     pipe = load_pipeline(model_path, device=acc.device, dtype=torch.float32)
@@ -618,7 +635,9 @@ def save_result(pipe, unet, cfg: TrainConfig, out: Path) -> dict:
     from .lora import save_lora, unload_lora
 
     unet.eval()
-    unet.to(torch.float32)  # frozen weights may be in bf16/fp16 (cast_frozen_weights): merge in fp32
+    # frozen weights may be in bf16/fp16 (cast_frozen_weights): merge and save in fp32. nn.Module.to,
+    # because diffusers' ModelMixin.to warns about "modules to keep in float32" even when there are none
+    torch.nn.Module.to(unet, torch.float32)
     paths = {}
     if cfg.technique == "adapter":
         from .adapters import remove_adapters, save_adapters
@@ -635,7 +654,7 @@ def save_result(pipe, unet, cfg: TrainConfig, out: Path) -> dict:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.unet = unet
-    pipe.vae.to(torch.float32)
+    torch.nn.Module.to(pipe.vae, torch.float32)
     pipe.image_encoder.to(torch.float32)
     pipe.save_pretrained(tmp, safe_serialization=True)
     shutil.rmtree(target, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Pictures of clips for previews, notebooks and reports (pure numpy; plotting stays in notebooks).
+"""Pictures of clips for previews, notebooks and reports, and the live loss plot of notebook 06.
 
 Introduced in notebook 05 (dataset).
 """
@@ -49,3 +49,63 @@ def setup_mediapy():
         path = imageio_ffmpeg.get_ffmpeg_exe()
         mediapy.set_ffmpeg(path)
     return path
+
+
+class LiveTrainingPlot:
+    """A :func:`i2v_helpers.training.train` callback that redraws the loss curve in a notebook
+    while training runs, and keeps the validation videos it receives.
+
+        plot = LiveTrainingPlot(every=10)
+        result = train(cfg, callbacks=[plot])
+        plot.videos            # {step: uint8 (F, H, W, 3)} of the first validation image
+
+    Outside IPython it only records (``steps``, ``losses``, ``val_steps``, ``val_losses``).
+    Introduced in notebook 06 (stage 1).
+    """
+
+    def __init__(self, every: int = 10, title: str = "training loss", smooth: int = 10):
+        self.every, self.title, self.smooth = every, title, smooth
+        self.steps, self.losses, self.val_steps, self.val_losses = [], [], [], []
+        self.videos: dict[int, np.ndarray] = {}
+        try:
+            from IPython import get_ipython
+            from IPython.display import Markdown, display
+
+            self.handle = display(Markdown(f"*{title}: waiting for step {every}...*"), display_id=True) \
+                if get_ipython() is not None else None
+        except ImportError:
+            self.handle = None
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "step":
+            self.steps.append(info["step"])
+            self.losses.append(info["loss"])
+            if info["step"] % self.every == 0:
+                self.draw()
+        elif event == "val":
+            self.val_steps.append(info["step"])
+            self.val_losses.append(info["val_loss"])
+            self.draw()
+        elif event == "video" and info["path"].endswith("_0.mp4"):
+            self.videos[info["step"]] = info["frames"]
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.plot(self.steps, self.losses, color="tab:blue", alpha=0.3, label="train (per step)")
+        if len(self.losses) >= self.smooth:
+            k = np.ones(self.smooth) / self.smooth
+            ax.plot(self.steps[self.smooth - 1:], np.convolve(self.losses, k, "valid"), color="tab:blue",
+                    label=f"train ({self.smooth}-step mean)")
+        if self.val_steps:
+            ax.plot(self.val_steps, self.val_losses, "o-", color="tab:orange", label="validation")
+        ax.set(xlabel="step", ylabel="EDM loss", title=self.title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
+
+    def draw(self) -> None:
+        if self.handle is not None and self.steps:
+            self.handle.update(self.figure())

@@ -243,3 +243,22 @@ def test_cli_data_check_exit_codes(folder):
     assert bad.returncode == 1
     err = bad.stderr.splitlines()
     assert len(err) == 3 and err[0].startswith("entry 1 (line 2)") and "line 3" in err[1] and "missing key" in err[2]
+
+
+def test_curate_manifest_keeps_clips_that_pass_and_writes_a_valid_manifest(tmp_path):
+    from i2v_helpers.data import curate_manifest
+
+    moving = synth.clip_shapes(3)[0]
+    write_video(tmp_path / "moving.mp4", moving, fps=8)
+    write_video(tmp_path / "static.mp4", np.repeat(moving[:1], 16, axis=0), fps=8)
+    (tmp_path / "all.jsonl").write_text(json.dumps({"video": "moving.mp4", "prompt": "m", "family": "x"}) + "\n"
+                                        + json.dumps({"video": "static.mp4", "prompt": "s", "fps": 8}) + "\n")
+    dst, rows = curate_manifest(tmp_path / "all.jsonl", min_motion=0.05)
+    assert dst == tmp_path / "all.curated.jsonl"
+    assert [r["kept"] for r in rows] == [True, False] and rows[1]["motion"] == 0.0 and rows[1]["flicker"] == 0.0
+    good, problems = check_manifest(dst)
+    assert [e.prompt for e in good] == ["m"] and good[0].extra == {"family": "x"} and not problems
+    with pytest.raises(ValueError, match="no entry passes"):
+        curate_manifest(tmp_path / "all.jsonl", min_motion=1e6)
+    with pytest.raises(ValueError, match="next to"):
+        curate_manifest(tmp_path / "all.jsonl", tmp_path / "sub" / "x.jsonl")

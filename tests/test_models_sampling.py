@@ -123,3 +123,25 @@ def test_i2v_sample_cli_writes_a_playable_video(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     video, fps = read_video(out)
     assert video.shape == (16, 64, 64, 3) and fps == 7
+
+
+def test_use_sampler_swaps_edm_samplers_and_back(small_pipe):
+    from i2v_helpers.sampling import use_sampler
+
+    img = synth.clip_shapes(0)[0][0]
+    euler = generate(small_pipe, img, num_frames=4, steps=4, seed=0)
+    use_sampler(small_pipe, "dpm++2m")
+    try:
+        s = small_pipe.scheduler
+        assert type(s).__name__ == "EDMDPMSolverMultistepScheduler" and s.config.sigma_data == 1.0
+        s.set_timesteps(4)
+        # the UNet gets the same timestep input as under Euler: c_noise = 0.25 ln sigma
+        assert torch.allclose(s.timesteps, 0.25 * s.sigmas[:-1].log(), atol=1e-5)
+        dpm = generate(small_pipe, img, num_frames=4, steps=4, seed=0)
+        assert dpm.shape == euler.shape and not np.array_equal(dpm, euler)
+    finally:
+        use_sampler(small_pipe, "euler")
+    assert type(small_pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert np.array_equal(generate(small_pipe, img, num_frames=4, steps=4, seed=0), euler)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        use_sampler(small_pipe, "ddim")
