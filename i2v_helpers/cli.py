@@ -122,8 +122,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import (compare_models, evaluate_generation, format_comparison, format_summary,
-                             load_model_spec, model_spec, paired_difference, write_report)
+    from .evaluation import (compare_models, evaluate_generation, format_comparison, format_paired, format_summary,
+                             load_model_spec, model_spec, write_report)
 
     out = Path(args.out)
     if args.compare:
@@ -132,9 +132,7 @@ def cmd_eval(args) -> int:
         print(format_comparison(res))
         names = list(res)
         for a, b in zip(names, names[1:]):
-            for k in ("flow_cosine", "flow_epe"):
-                d, se, n = paired_difference(res[a], res[b], k)
-                print(f"{b} - {a}: {k} {d:+.3f} ± {se:.3f} (paired standard error, {n} clip-seed pairs)")
+            print(format_paired(res, a, b, ("flow_cosine", "flow_epe")))
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(
             {n: {k: r[k] for k in ("model", "clips", "seeds", "rows")} for n, r in res.items()}, indent=2))
@@ -196,11 +194,10 @@ def cmd_demo(args) -> int:
     differences, and a generated video. ``--quick`` runs a short version of every stage."""
     import time
 
-    import numpy as np
     from PIL import Image
 
     from .data import check_manifest, summarize
-    from .evaluation import compare_models, format_comparison, model_spec, paired_difference, write_report
+    from .evaluation import compare_models, format_comparison, format_paired, model_spec, paired_difference, write_report
     from .models import TINY_SVD_DIR
     from .training import TrainingDiverged, load_config, train
     from .video_io import read_video, write_video
@@ -264,11 +261,9 @@ def cmd_demo(args) -> int:
     }
     summary = {}
     for name, (a, b) in (("general", ("base", "stage 1")), ("sports", ("stage 1", "stage 2"))):
-        print(f"\n[{name}, held out]\n{format_comparison(tables[name])}")
+        print(f"\n[{name}, held out]\n{format_comparison(tables[name])}\n{format_paired(tables[name], a, b)}")
         for k in ("flow_cosine", "flow_epe", "motion_ratio"):
-            d, se, n = paired_difference(tables[name][a], tables[name][b], k)
-            print(f"  {b} - {a}: {k:<13}{d:+.3f} ± {se:.3f} (paired SE, {n} clip-seed pairs)")
-            summary[f"{name}: {b} - {a}: {k}"] = [d, se, n]
+            summary[f"{name}: {b} - {a}: {k}"] = list(paired_difference(tables[name][a], tables[name][b], k))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(tables["sports"]["stage 2"], out / "eval-sports-stage2")
 

@@ -146,6 +146,15 @@ def paired_difference(a: dict, b: dict, metric: str) -> tuple[float, float, int]
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, len(d)
 
 
+def format_paired(results: dict, a: str, b: str, metrics=("flow_cosine", "flow_epe", "motion_ratio")) -> str:
+    """Lines ``b - a: metric mean ± paired SE`` for two models of one :func:`compare_models` result."""
+    lines = []
+    for k in metrics:
+        d, se, n = paired_difference(results[a], results[b], k)
+        lines.append(f"  {b} - {a}: {k:<13}{d:+.3f} ± {se:.3f} (paired SE, {n} clip-seed pairs)")
+    return "\n".join(lines)
+
+
 def write_report(result: dict, out_dir, fps: int = 7) -> dict:
     """``metrics.csv`` (a row per clip and seed), ``summary.json`` and ``grid.mp4``
     (rows of input image | ground truth | generated) in ``out_dir``."""

@@ -108,6 +108,10 @@ class ObjectiveConfig:
     default_motion_bucket: float = 127.0
     loss: str = "edm"  # edm (SVD's objective) | ddpm-epsilon (the seed's, for the notebook 02 comparison)
 
+    def __post_init__(self):
+        if self.loss not in ("edm", "ddpm-epsilon"):
+            raise ValueError(f"loss must be edm or ddpm-epsilon, got {self.loss!r}")
+
 
 def cfg_dropout_masks(batch: int, cfg: ObjectiveConfig, generator=None, device=None):
     """Keep-masks ``(B,)`` for the CLIP embedding and the image latent (1 keep, 0 drop)."""

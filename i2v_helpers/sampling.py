@@ -66,10 +66,9 @@ def use_sampler(pipe, name: str = "euler"):
     """
     from diffusers import EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-    cfg = dict(pipe.scheduler.config)
-    if not hasattr(pipe, "_i2v_euler_config"):
-        pipe._i2v_euler_config = cfg if cfg.get("_class_name") == "EulerDiscreteScheduler" else None
-    base = pipe._i2v_euler_config or {}
+    if not hasattr(pipe, "_i2v_euler_config"):  # the pipeline's own (Euler) settings, kept for swapping back
+        pipe._i2v_euler_config = dict(pipe.scheduler.config)
+    base = pipe._i2v_euler_config
     if name == "euler":
         pipe.scheduler = EulerDiscreteScheduler.from_config(base)
     elif name == "dpm++2m":

@@ -107,8 +107,7 @@ class TrainConfig:
     def __post_init__(self):  # checked when the config is made, not an hour into training
         if self.technique not in ("lora", "full", "adapter"):
             raise ValueError(f"technique must be lora, full or adapter, got {self.technique!r}")
-        if self.loss not in ("edm", "ddpm-epsilon"):
-            raise ValueError(f"loss must be edm or ddpm-epsilon, got {self.loss!r}")
+        self.objective()  # validates the objective settings (loss) now
 
     def objective(self):
         from .objective import ObjectiveConfig
@@ -346,8 +345,6 @@ def batch_loss(pipe, unet, batch: dict, ocfg, generator=None):
 
         return ddpm_epsilon_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids,
                                  ddpm_alphas_cumprod("scaled-linear"), generator)
-    if ocfg.loss != "edm":
-        raise ValueError(f"loss must be 'edm' or 'ddpm-epsilon', got {ocfg.loss!r}")
     return svd_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids, ocfg, generator)
 
 
