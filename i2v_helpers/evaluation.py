@@ -22,9 +22,11 @@ from .metrics import motion_metrics, repeat_first_frame
 from .sampling import generate
 from .video_io import read_video
 
-METRIC_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "warp_error", "psnr", "ssim", "first_frame_psnr")
-HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "warp_error": False, "psnr": True,
-                    "ssim": True, "first_frame_psnr": True}
+METRIC_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "warp_error", "psnr", "ssim",
+               "first_frame_psnr")
+MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow")
+HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "moving_epe": False,
+                    "static_flow": False, "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
 
 
 def _entries(manifest, max_clips):
@@ -67,6 +69,18 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
 
     return {"rows": rows, "model": summary(), "baseline": summary("baseline_"), "clips": len(entries),
             "seeds": list(seeds), "videos": videos}
+
+
+def vae_reconstruction_metrics(vae, clips: np.ndarray) -> dict:
+    """The autoencoder's ceiling: :func:`i2v_helpers.metrics.motion_metrics` of the VAE's
+    reconstructions of real clips ``uint8`` ``(N, F, H, W, 3)`` (one decode chunk per clip),
+    mean over clips. A generated clip is decoded by the same VAE, so it cannot score better
+    than this: a decoder that shimmers gives flow where the real clip is still."""
+    from .data import to_model_range, to_uint8
+    from .pretrain import vae_reconstruct
+
+    rows = [motion_metrics(to_uint8(vae_reconstruct(vae, to_model_range(c)).cpu()), c) for c in clips]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
 def format_summary(result: dict) -> str:
@@ -129,10 +143,10 @@ def format_comparison(results: dict) -> str:
     """One table: a row per model, mean ± std per metric (arrows say which way is better)."""
     arrow = {True: "↑", False: "↓", None: "≈1"}
     w = max(12, *(len(n) + 1 for n in results))
-    head = f"{'model':<{w}}" + "".join(f"{k + ' ' + arrow[HIGHER_IS_BETTER[k]]:>20}" for k in METRIC_KEYS)
+    head = f"{'model':<{w}}" + "".join(f"{k + ' ' + arrow[HIGHER_IS_BETTER[k]]:>19}" for k in METRIC_KEYS)
     lines = [head]
     for name, r in results.items():
-        lines.append(f"{name:<{w}}" + "".join(f"{r['model'][k][0]:>12.3f} ± {r['model'][k][1]:<5.3f}"
+        lines.append(f"{name:<{w}}" + "".join(f"{r['model'][k][0]:>11.3f} ± {r['model'][k][1]:<5.3f}"
                                              for k in METRIC_KEYS))
     any_r = next(iter(results.values()))
     lines.append(f"({any_r['clips']} clips × seeds {any_r['seeds']}; mean ± std over clip-seed pairs)")
@@ -146,12 +160,14 @@ def paired_difference(a: dict, b: dict, metric: str) -> tuple[float, float, int]
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, len(d)
 
 
-def format_paired(results: dict, a: str, b: str, metrics=("flow_cosine", "flow_epe", "motion_ratio")) -> str:
-    """Lines ``b - a: metric mean ± paired SE`` for two models of one :func:`compare_models` result."""
+def format_paired(results: dict, a: str, b: str, metrics=MOTION_KEYS) -> str:
+    """Lines ``b - a: metric mean ± paired SE`` for two models of one :func:`compare_models` result;
+    a difference beyond two standard errors is marked significant."""
     lines = []
     for k in metrics:
         d, se, n = paired_difference(results[a], results[b], k)
-        lines.append(f"  {b} - {a}: {k:<13}{d:+.3f} ± {se:.3f} (paired SE, {n} clip-seed pairs)")
+        verdict = "significant" if n > 1 and abs(d) > 2 * se else "within noise"
+        lines.append(f"  {b} - {a}: {k:<17}{d:+.3f} ± {se:.3f} (paired SE, {n} clip-seed pairs: {verdict})")
     return "\n".join(lines)
 
 

@@ -48,6 +48,8 @@ class PretrainConfig:
     vae_crop: int = 32
     vae_kl_weight: float = 1e-6
     vae_deterministic: bool = True  # decode the posterior mode: avoids the slow start of sampling
+    vae_temporal_weight: float = 0.0  # L1 on frame-to-frame differences (rec vs input): penalises shimmer
+    decoder_frames: int = 8  # frames per clip in the decoder phase (the pipeline decodes 16 at once)
     unet_minutes: float = 40.0
     unet_lr: float = 3e-4
     unet_batch: int = 4
@@ -140,6 +142,8 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_o
         rec = vae.decode(z, num_frames=cfg.vae_frames).sample
         rec_loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
         loss = rec_loss if decoder_only else rec_loss + cfg.vae_kl_weight * post.kl().mean()
+        if cfg.vae_temporal_weight > 0:
+            loss = loss + cfg.vae_temporal_weight * temporal_difference_loss(rec, x, cfg.vae_frames)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -152,6 +156,17 @@ def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_o
     vae.eval()
     vae.requires_grad_(False)
     return {"vae_steps": step, "vae_seconds": round(time.time() - t0)}
+
+
+def temporal_difference_loss(rec: torch.Tensor, x: torch.Tensor, frames: int) -> torch.Tensor:
+    """L1 between the frame-to-frame changes of a reconstruction and of its input.
+
+    ``rec``, ``x``: ``(B*F, 3, H, W)`` with ``F = frames`` consecutive frames per clip. Where the
+    input is static its change is 0, so any shimmer the decoder adds between frames is penalised;
+    the L1 keeps the penalty sparse. Optical flow reads shimmer as motion (see notebook 08).
+    """
+    r, t = rec.unflatten(0, (-1, frames)), x.unflatten(0, (-1, frames))  # (B, F, 3, H, W)
+    return F.l1_loss(r[:, 1:] - r[:, :-1], t[:, 1:] - t[:, :-1])
 
 
 @torch.no_grad()
@@ -337,10 +352,11 @@ def run_decoder_phase(cfg: PretrainConfig, minutes: float, log=print) -> dict:
     before = vae_psnr(vae, heldout_clips())
     # longer windows than phase 1 (2 frames): the pipeline decodes all 16 frames in one chunk and the
     # temporal layers behave differently with more frames (measured: 17.4 dB at 16 vs 19.2 dB at 2)
-    dcfg = dataclasses.replace(cfg, vae_frames=8, vae_batch_clips=max(1, cfg.vae_batch_clips // 4))
+    dcfg = dataclasses.replace(cfg, vae_frames=cfg.decoder_frames, vae_batch_clips=max(1, cfg.vae_batch_clips // 4))
     stats = train_vae(vae, corpus, dcfg, log, decoder_only=True, minutes=minutes)
     stats = {"decoder_steps": stats["vae_steps"], "decoder_seconds": stats["vae_seconds"],
-             "machine": _machine(vae.device), "decoder_batch": f"{dcfg.vae_batch_clips} clips x 8 frames",
+             "machine": _machine(vae.device), "decoder_batch": f"{dcfg.vae_batch_clips} clips x {dcfg.vae_frames} frames",
+             "temporal_weight": cfg.vae_temporal_weight, "lr": cfg.vae_lr,
              "psnr_before_db": before, "vae_psnr_db": vae_psnr(vae, heldout_clips())}
     vae.to("cpu").save_pretrained(work / "pipeline" / "vae", safe_serialization=True)
     (work / "decoder_stats.json").write_text(json.dumps(stats, indent=2))
@@ -375,7 +391,7 @@ def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
     """The model card's numbers: VAE PSNR on the held-out clips and the generation metrics
     against the repeat-the-first-frame baseline (``i2v pretrain evaluate``)."""
     from .data import parse_manifest
-    from .evaluation import evaluate_generation
+    from .evaluation import evaluate_generation, vae_reconstruction_metrics
     from .models import load_pipeline
     from .video_io import read_video
 
@@ -386,6 +402,7 @@ def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
     clips = np.stack([read_video(e.video)[0][:16] for e in entries])
     res = evaluate_generation(pipe, manifest, seeds=seeds, steps=steps, max_clips=max_clips)
     res["vae_psnr_db"] = vae_psnr(pipe.vae, clips)
+    res["vae_reconstruction"] = vae_reconstruction_metrics(pipe.vae, clips)  # the decoder's ceiling
     return res
 
 

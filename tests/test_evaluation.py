@@ -41,6 +41,32 @@ def test_flicker_is_what_motion_does_not_explain():
     assert warp_error(noisy) > 3 * smooth  # shimmering noise is not
 
 
+def _ball_on_still_court(n=8, px=2):
+    """A bright 8-px square moving ``px`` px / frame right across a flat grey 64-px frame."""
+    clip = np.full((n, 64, 64, 3), 90, np.uint8)
+    for i in range(n):
+        clip[i, 28:36, 10 + px * i:18 + px * i] = 230
+    return clip
+
+
+def test_region_metrics_separate_the_object_from_background_shimmer():
+    truth = _ball_on_still_court()
+    same = motion_metrics(truth, truth)
+    assert same["moving_epe"] == 0.0 and same["static_flow"] == 0.0
+    frozen = motion_metrics(repeat_first_frame(truth), truth)
+    assert frozen["static_flow"] == 0.0  # nothing moves where nothing should
+    assert frozen["moving_epe"] > 0.5  # but the ball did not move either
+    # the true ball motion plus a shimmering background (the failure seen in generated clips)
+    rng = np.random.default_rng(0)
+    shimmer = truth.astype(int)
+    shimmer[:, 44:] += rng.integers(-12, 13, (len(truth), 20, 64, 1))  # bottom third flickers, grey
+    shimmer = np.clip(shimmer, 0, 255).astype(np.uint8)
+    m = motion_metrics(shimmer, truth)
+    assert m["static_flow"] > 0.05  # shimmer reads as motion where the truth is still...
+    assert m["moving_epe"] < frozen["moving_epe"]  # ...while the ball itself still moves right
+    assert m["flow_epe"] > frozen["flow_epe"]  # whole-frame EPE prefers the frozen clip
+
+
 def test_ssim_and_first_frame_fidelity_drop_with_damage():
     clip = _shifted()
     dark = (clip * 0.5).astype(np.uint8)
