@@ -1,6 +1,7 @@
 """Predict a training config's peak memory before launching it (``i2v estimate CONFIG``).
 
-peak ≈ weights + gradients + optimizer states (+ EMA) + activations, where
+peak ≈ weights + optimizer states (+ EMA) + the larger of gradients and activations (both,
+with gradient accumulation: see :func:`estimate_memory`), where
 
 * weights: the UNet (frozen parameters in the mixed-precision dtype, trainable ones in
   fp32, see :func:`i2v_helpers.training.cast_frozen_weights`), plus the VAE and CLIP
@@ -14,7 +15,9 @@ peak ≈ weights + gradients + optimizer states (+ EMA) + activations, where
   flash/memory-efficient kernels store it (q, k, v, output, log-sum-exp; no L×L matrix).
   With gradient checkpointing, diffusers recomputes each ResNet and spatial transformer
   block in backward: their inner tensors are replaced by their inputs, plus one block's
-  inner tensors at a time.
+  inner tensors at a time. With mixed precision the trace applies autocast's casts
+  (GroupNorm and LayerNorm in fp32, matmuls and convolutions in bf16/fp16), because what
+  autograd saves depends on them.
 
 Checked against ``i2v bench train`` measurements (tiny on CPU in the tests; SVD-xt on a
 GPU in ``benchmarks/RESULTS.md``). Introduced in notebook 10.
@@ -22,6 +25,7 @@ GPU in ``benchmarks/RESULTS.md``). Introduced in notebook 10.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -47,6 +51,42 @@ class _FlashLikeAttention(torch.autograd.Function):
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
+# CUDA autocast's policy (torch.amp docs): these ops run in the low-precision dtype, these in fp32.
+_LOW_PRECISION_OPS = {"conv1d", "conv2d", "conv3d", "linear", "matmul", "__matmul__", "mm", "bmm", "baddbmm", "addmm"}
+_FP32_OPS = {"group_norm", "layer_norm", "softmax", "log_softmax", "exp", "pow", "__pow__", "rsqrt", "norm"}
+
+
+class _AutocastLike(torch.overrides.TorchFunctionMode):
+    """Autocast's casting rules, applied by hand: meta tensors have no autocast of their own.
+
+    What autograd saves under autocast depends on these casts: GroupNorm and LayerNorm run in
+    fp32, so the SiLU after a GroupNorm saves an fp32 tensor, twice the size of a bf16 one.
+    Low-precision copies of fp32 weights are added to ``params`` (the static rows count them).
+    """
+
+    def __init__(self, dtype, params: set):
+        super().__init__()
+        self.dtype, self.params, self.copies = dtype, params, []
+
+    def _cast(self, x, dtype):
+        if torch.is_tensor(x) and x.is_floating_point() and x.dtype != dtype:
+            y = x.to(dtype)
+            if id(x) in self.params:
+                self.params.add(id(y))
+                self.copies.append(y)  # keep it alive: a freed copy's id could be reused by an activation
+            return y
+        return x
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        dtype = self.dtype if name in _LOW_PRECISION_OPS else torch.float32 if name in _FP32_OPS else None
+        if dtype is not None:
+            args = tuple(self._cast(a, dtype) for a in args)
+            kwargs = {k: self._cast(v, dtype) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
 def _sdpa_meta(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
     return _FlashLikeAttention.apply(q, k, v)
 
@@ -56,7 +96,7 @@ def _bytes(t: torch.Tensor) -> int:
 
 
 def unet_activation_bytes(unet_config: dict, batch: int, frames: int, latent_hw: tuple[int, int],
-                          dtype: torch.dtype = torch.bfloat16, trainable: str = "full") -> dict:
+                          dtype: torch.dtype = torch.bfloat16, trainable: str = "full", autocast: bool = False) -> dict:
     """Bytes autograd saves in one UNet forward, without and with gradient checkpointing.
 
     The UNet is built from ``unet_config`` on the meta device in ``dtype``. ``trainable``
@@ -64,14 +104,17 @@ def unet_activation_bytes(unet_config: dict, batch: int, frames: int, latent_hw:
     tiny; the input still requires grad so the activations are saved as in training).
     Returns bytes for ``no_checkpointing``, ``diffusers`` (``gradient_checkpointing: true``)
     and ``full`` (``gradient_checkpointing: full``, see
-    :func:`i2v_helpers.training.enable_checkpointing`).
+    :func:`i2v_helpers.training.enable_checkpointing`). ``autocast`` traces as the trainer runs
+    mixed precision: trainable weights and the inputs in fp32, frozen weights in ``dtype``,
+    autocast's casts applied (:class:`_AutocastLike`).
     """
-    return {"no_checkpointing": _trace(unet_config, batch, frames, latent_hw, dtype, trainable, None)[0],
-            "diffusers": _trace(unet_config, batch, frames, latent_hw, dtype, trainable, "diffusers")[1],
-            "full": _trace(unet_config, batch, frames, latent_hw, dtype, trainable, "full")[1]}
+    args = (unet_config, batch, frames, latent_hw, dtype, trainable)
+    return {"no_checkpointing": _trace(*args, None, autocast)[0],
+            "diffusers": _trace(*args, "diffusers", autocast)[1],
+            "full": _trace(*args, "full", autocast)[1]}
 
 
-def _trace(unet_config, batch, frames, latent_hw, dtype, trainable, mode) -> tuple[int, int]:
+def _trace(unet_config, batch, frames, latent_hw, dtype, trainable, mode, autocast=False) -> tuple[int, int]:
     """(bytes saved without checkpointing, bytes held with ``mode``'s checkpointing)."""
     from diffusers import UNetSpatioTemporalConditionModel
     from diffusers.models.resnet import SpatioTemporalResBlock
@@ -80,8 +123,10 @@ def _trace(unet_config, batch, frames, latent_hw, dtype, trainable, mode) -> tup
     with torch.device("meta"):
         unet = UNetSpatioTemporalConditionModel.from_config(unet_config)
     unet.to("meta")  # torch.Tensor([...]) buffers (the mix factors) ignore the device context
+    weight_dtype = torch.float32 if autocast and trainable == "full" else dtype
     for p in unet.parameters():  # .to(dtype) would warn about modules kept in fp32 (there are none)
-        p.data = p.data.to(dtype)
+        p.data = p.data.to(weight_dtype)
+    input_dtype = torch.float32 if autocast else dtype
     unet.train()
     unet.requires_grad_(trainable == "full")
     params = {id(p) for p in unet.parameters()}
@@ -124,14 +169,15 @@ def _trace(unet_config, batch, frames, latent_hw, dtype, trainable, mode) -> tup
     c = unet.config
     h, w = latent_hw
     with torch.device("meta"):
-        x = torch.randn(batch, frames, c.in_channels, h, w, dtype=dtype, requires_grad=True)
-        t = torch.ones(batch, dtype=dtype)
-        emb = torch.randn(batch, 1, c.cross_attention_dim, dtype=dtype)
-        ids = torch.ones(batch, 3, dtype=dtype)
+        x = torch.randn(batch, frames, c.in_channels, h, w, dtype=input_dtype, requires_grad=True)
+        t = torch.ones(batch, dtype=input_dtype)
+        emb = torch.randn(batch, 1, c.cross_attention_dim, dtype=input_dtype)
+        ids = torch.ones(batch, 3, dtype=input_dtype)
     sdpa = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = _sdpa_meta
+    casts = _AutocastLike(dtype, params) if autocast else contextlib.nullcontext()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.device("meta"):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.device("meta"), casts:
             unet(x, t, encoder_hidden_states=emb, added_time_ids=ids)
     finally:
         F.scaled_dot_product_attention = sdpa
@@ -203,13 +249,21 @@ def estimate_memory(cfg, lora_params: int | None = None) -> dict:
     }
     s = m["vae_scale"]
     act = unet_activation_bytes(m["unet_config"], cfg.batch_size, cfg.num_frames, (hw[0] // s, hw[1] // s),
-                                compute_dtype, "full" if cfg.technique == "full" else "lora")
-    static = sum(rows.values())
+                                compute_dtype, "full" if cfg.technique == "full" else "lora", autocast=low < 4)
+    static = sum(rows.values()) - rows["gradients"]
     gc_mode = {False: "no_checkpointing", True: "diffusers", "diffusers": "diffusers", "full": "full"}[
         cfg.gradient_checkpointing]
+
+    def peak(activations: int) -> int:
+        # zero_grad(set_to_none=True): with one micro-batch per step the gradients are allocated
+        # in backward as the activations are freed, so the peak holds about the larger of the two;
+        # with gradient accumulation the gradients of earlier micro-batches are already there
+        grads = rows["gradients"]
+        return static + (grads + activations if cfg.grad_accum > 1 else max(grads, activations))
+
     return {**rows, **{f"activations_{k}": v for k, v in act.items()},
-            **{f"total_{k}": static + v for k, v in act.items()},
-            "total": static + act[gc_mode], "checkpointing_as_configured": gc_mode,
+            **{f"total_{k}": peak(v) for k, v in act.items()},
+            "total": peak(act[gc_mode]), "checkpointing_as_configured": gc_mode,
             "trainable_parameters": trainable, "unet_parameters": m["unet"],
             "shape": f"{cfg.batch_size} × {cfg.num_frames} frames × {hw[0]}×{hw[1]}"}
 

@@ -55,8 +55,20 @@ def test_checkpointing_modes_order_and_estimate_breakdown():
     est = estimate_memory(load_config("tiny-stage1"))
     parts = ("unet_weights_frozen", "unet_weights_trainable", "autocast_weight_copies", "vae_clip_weights",
              "gradients", "optimizer_states", "ema")
-    assert est["total"] == sum(est[k] for k in parts) + est["activations_no_checkpointing"]
+    static = sum(est[k] for k in parts) - est["gradients"]
+    assert est["total"] == static + max(est["gradients"], est["activations_no_checkpointing"])
+    accum = estimate_memory(load_config("tiny-stage1", ["grad_accum=2"]))  # earlier micro-batches' gradients stay
+    assert accum["total"] == static + est["gradients"] + est["activations_no_checkpointing"]
     assert est["optimizer_states"] == 8 * est["trainable_parameters"]  # AdamW: two fp32 states
+
+
+def test_autocast_trace_counts_the_fp32_tensors_groupnorm_leaves():
+    config = dict(build_tiny_unet(TinySVDConfig(num_frames=4)).config)
+    plain = unet_activation_bytes(config, 2, 4, (8, 8), torch.bfloat16, "lora")
+    mixed = unet_activation_bytes(config, 2, 4, (8, 8), torch.bfloat16, "lora", autocast=True)
+    fp32 = unet_activation_bytes(config, 2, 4, (8, 8), torch.float32, "lora")
+    for k in plain:  # more than an all-bf16 trace, less than an all-fp32 one
+        assert plain[k] < mixed[k] < fp32[k], (k, plain[k], mixed[k], fp32[k])
 
 
 def test_estimate_cli_on_a_shipped_svd_xt_config():
