@@ -79,21 +79,15 @@ def cmd_pretrain(args) -> int:
     from .pretrain import (PretrainConfig, evaluate_base, finalize, run_decoder_phase, run_unet_phase, run_vae_phase,
                            write_model_card)
 
-    import dataclasses
-
-    import yaml
+    from .training import check_fields, parse_overrides
 
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed,
                          vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes)
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--set {kv}: unknown key {key!r}; known: {', '.join(sorted(fields))}")
-        value = yaml.safe_load(value)
-        if isinstance(getattr(cfg, key), float) and isinstance(value, (int, str)):
-            value = float(value)  # YAML reads "1e-4" as a string
-        setattr(cfg, key, value)
+    try:
+        for key, value in check_fields(PretrainConfig, parse_overrides(args.set), "--set").items():
+            setattr(cfg, key, value)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if args.phase in ("vae", "all"):
         run_vae_phase(cfg)
     if args.phase in ("unet", "all"):
@@ -105,7 +99,7 @@ def cmd_pretrain(args) -> int:
     if args.phase in ("finalize", "all", "evaluate"):
         res = evaluate_base(cfg.out_dir, args.manifest, max_clips=args.max_clips)
         print(f"VAE PSNR {res['vae_psnr_db']:.2f} dB")
-        print("VAE reconstructions of the real clips (the ceiling for any generated clip): "
+        print("VAE reconstructions of the real clips (what faithful latents would score): "
               + ", ".join(f"{k} {v:.3f}" for k, v in res["vae_reconstruction"].items()))
         print(format_summary(res))
         if args.phase != "evaluate":
@@ -274,7 +268,7 @@ def cmd_demo(args) -> int:
     write_report(tables["sports"]["stage 2"], out / "eval-sports-stage2")
 
     print("== 5/5 a generated video")
-    image, truth, gen = tables["sports"]["stage 2"]["videos"][0]
+    _, truth, gen = tables["sports"]["stage 2"]["videos"][0]
     stage1_gen = tables["sports"]["stage 1"]["videos"][0][2]
     path = write_video(out / "generated.mp4", gen, fps=7)
     write_video(out / "compare_real_stage1_stage2.mp4", side_by_side(truth, stage1_gen, gen), fps=7)

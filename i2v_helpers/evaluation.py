@@ -22,9 +22,8 @@ from .metrics import motion_metrics, repeat_first_frame
 from .sampling import generate
 from .video_io import read_video
 
-METRIC_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "warp_error", "psnr", "ssim",
-               "first_frame_psnr")
 MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow")
+METRIC_KEYS = MOTION_KEYS + ("warp_error", "psnr", "ssim", "first_frame_psnr")
 HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "moving_epe": False,
                     "static_flow": False, "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
 
@@ -74,8 +73,9 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
 def vae_reconstruction_metrics(vae, clips: np.ndarray) -> dict:
     """The autoencoder's ceiling: :func:`i2v_helpers.metrics.motion_metrics` of the VAE's
     reconstructions of real clips ``uint8`` ``(N, F, H, W, 3)`` (one decode chunk per clip),
-    mean over clips. A generated clip is decoded by the same VAE, so it cannot score better
-    than this: a decoder that shimmers gives flow where the real clip is still."""
+    mean over clips. A generated clip is decoded by the same VAE, so a model whose latents are
+    as faithful as the encoder's scores about this: a decoder that shimmers gives flow where
+    the real clip is still, whatever the UNet does."""
     from .data import to_model_range, to_uint8
     from .pretrain import vae_reconstruct
 

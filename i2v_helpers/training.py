@@ -117,6 +117,34 @@ class TrainConfig:
                                drop_image=self.drop_image, drop_both=self.drop_both, loss=self.loss)
 
 
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["key=value", ...]`` (``--set``) → ``{key: value}``, values parsed as YAML."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def check_fields(cls, data: dict, where) -> dict:
+    """``data`` with unknown keys of dataclass ``cls`` rejected and float fields made floats
+    (YAML 1.1 reads ``1e-4``, without a dot, as a string). Used for TrainConfig and PretrainConfig."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown config keys {unknown}; known keys: {sorted(fields)}")
+    data = dict(data)
+    for k, v in data.items():
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and "float" in fields[k]:
+            try:
+                data[k] = float(v)
+            except ValueError:
+                raise ValueError(f"{where}: {k} must be a number, got {v!r}") from None
+    return data
+
+
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """A :class:`TrainConfig` from a shipped config name (``tiny-stage1``, ``svd-xt-lora``, ...)
     or a YAML file, then ``key=value`` overrides (values parsed as YAML: ``lr=3e-4``,
@@ -127,23 +155,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     if not p.is_file():
         names = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"{name_or_path}: no such config file or shipped config (shipped: {names})")
-    data = yaml.safe_load(p.read_text()) or {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        k, v = item.split("=", 1)
-        data[k.strip()] = yaml.safe_load(v)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{p}: unknown config keys {unknown}; known keys: {sorted(known)}")
-    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    for k, v in data.items():  # YAML 1.1 reads 1e-4 (no dot) as a string
-        if isinstance(v, str) and "float" in types[k]:
-            try:
-                data[k] = float(v)
-            except ValueError:
-                raise ValueError(f"{p}: {k} must be a number, got {v!r}") from None
+    data = (yaml.safe_load(p.read_text()) or {}) | parse_overrides(overrides)
+    data = check_fields(TrainConfig, data, p)
     if "adam_betas" in data:
         data["adam_betas"] = tuple(data["adam_betas"])
     return TrainConfig(**data)

@@ -26,3 +26,15 @@ def test_vae_ceiling_scores_reconstructions_of_real_clips():
     m = vae_reconstruction_metrics(pipe.vae, clip[None])
     assert m["psnr"] > 24 and m["flow_cosine"] > 0.3  # the autoencoder keeps the ball's motion...
     assert m["static_flow"] > 0.0  # ...but its decoder adds flow where the court is still
+
+
+def test_set_overrides_are_checked_and_typed_like_train_configs():
+    import pytest
+
+    from i2v_helpers.pretrain import PretrainConfig
+    from i2v_helpers.training import check_fields, parse_overrides
+
+    data = check_fields(PretrainConfig, parse_overrides(["vae_lr=1e-4", "decoder_frames=16"]), "--set")
+    assert data == {"vae_lr": 1e-4, "decoder_frames": 16} and isinstance(data["vae_lr"], float)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        check_fields(PretrainConfig, parse_overrides(["vae_rate=1"]), "--set")
