@@ -22,10 +22,10 @@ from .metrics import motion_metrics, repeat_first_frame
 from .sampling import generate
 from .video_io import read_video
 
-MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow")
+MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "far_flow")
 METRIC_KEYS = MOTION_KEYS + ("warp_error", "psnr", "ssim", "first_frame_psnr")
 HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "moving_epe": False,
-                    "static_flow": False, "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
+                    "static_flow": False, "far_flow": False, "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
 
 
 def _entries(manifest, max_clips):

@@ -458,8 +458,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
                   f"Reproduce: `i2v pretrain evaluate --max-clips {metrics['clips']}` (prints these numbers).", "",
                   f"* VAE reconstruction PSNR (16-frame clips, one decode chunk): {metrics['vae_psnr_db']:.2f} dB",
                   *([("* The VAE's ceiling (the same real clips encoded and decoded, scored like generated ones): "
-                      + ", ".join(f"{k} {metrics['vae_reconstruction'][k]:.3f}" for k in
-                                  ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow")))]
+                      + ", ".join(f"{k} {metrics['vae_reconstruction'][k]:.3f}" for k in MOTION_KEYS
+                                  if k in metrics['vae_reconstruction']))]
                     if "vae_reconstruction" in metrics else []), "",
                   "| metric | tiny-svd | repeat first frame |", "| --- | --- | --- |"]
         for k in METRIC_KEYS:
@@ -468,7 +468,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         lines += ["", "flow_cosine: agreement of the optical-flow fields with the real clip (higher is better);",
                   "flow_epe: flow end-point error in px/frame (lower is better); motion_ratio: generated / real",
                   "motion; moving_epe / static_flow: the end-point error where the real clip moves, and the generated",
-                  "flow where it is still (shimmer read as motion); psnr: per-frame PSNR against the real clip",
+                  "flow where it is still (shimmer read as motion); far_flow: that flow only far from anywhere the",
+                  "real clip moves (shimmer, not a misplaced object); psnr: per-frame PSNR against the real clip",
                   "(mean ± std over clip-seed pairs)."]
     if status:
         lines += ["", *status]

@@ -67,6 +67,22 @@ def test_region_metrics_separate_the_object_from_background_shimmer():
     assert m["flow_epe"] > frozen["flow_epe"]  # whole-frame EPE prefers the frozen clip
 
 
+def test_far_flow_tells_a_late_ball_from_background_shimmer():
+    truth = _ball_on_still_court(n=12, px=3)
+    late = truth[np.maximum(np.arange(len(truth)) - 3, 0)]  # the right path, three frames late
+    frozen = motion_metrics(repeat_first_frame(truth), truth)
+    m = motion_metrics(late, truth)
+    assert m["moving_epe"] < frozen["moving_epe"] and m["flow_cosine"] > 0.2  # it does fly the right way...
+    assert m["far_flow"] == 0.0 and m["static_flow"] > 0.05  # ...but its motion lands beside the true ball,
+    assert m["flow_epe"] > frozen["flow_epe"]  # and whole-frame EPE charges that twice: worse than frozen
+    rng = np.random.default_rng(0)
+    shimmer = truth.astype(int)
+    shimmer[:, 50:] += rng.integers(-12, 13, (len(truth), 14, 64, 1))  # flicker far below the ball
+    m = motion_metrics(np.clip(shimmer, 0, 255).astype(np.uint8), truth)
+    assert m["far_flow"] > 0.05  # shimmer far from the path is far_flow
+    assert motion_metrics(truth, truth)["far_flow"] == 0.0
+
+
 def test_ssim_and_first_frame_fidelity_drop_with_damage():
     clip = _shifted()
     dark = (clip * 0.5).astype(np.uint8)
