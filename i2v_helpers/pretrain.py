@@ -410,7 +410,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
                      status: list[str] | None = None) -> Path:
     """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
 
-    from .evaluation import METRIC_KEYS
+    from .evaluation import METRIC_KEYS, MOTION_KEYS
 
     work = Path(cfg.work_dir)
     vae = json.loads((work / "vae_stats.json").read_text())
