@@ -2,9 +2,12 @@
 
 An image-to-video model can only learn motion that the first frame determines. Every
 family below therefore ties motion to appearance (``general``) or to a domain rule
-(``sports``: gravity and bounces; ``animated``: cartoon characters hop in place). The
-rules are written down in ``data_samples/README.md`` and the evaluation measures
-against them.
+(``sports``: a shot aimed at the hoop, gravity and bounces; ``animated``: cartoon
+characters hop in place). The rules are written down in ``data_samples/README.md`` and the
+evaluation measures against them. The one exception is on purpose: the base model's
+pre-training corpus (:func:`clip_pretrain`) also holds clips whose motion the first frame
+does not decide (random throws, shapes going the wrong way), so it learns video structure
+but only part of the rules.
 
 Every generator returns ``(frames, meta)``: ``frames`` is ``uint8`` of shape
 ``(F, H, W, 3)`` and ``meta`` a dict with the family name, the rule and the prompt.
