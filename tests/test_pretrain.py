@@ -47,10 +47,12 @@ def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
     from i2v_helpers.pretrain import PretrainConfig, write_model_card
 
     work, out = tmp_path / "work", tmp_path / "model"
-    work.mkdir(), out.mkdir()
-    (work / "vae_stats.json").write_text(json.dumps({"scaling_factor": 0.5, "vae_steps": 10, "vae_seconds": 60}))
-    (work / "unet_stats.json").write_text(json.dumps({"corpus_clips": 8, "encode_seconds": 1, "unet_batch": 2,
-                                                      "unet_seconds": 60, "unet_steps": 10}))
+    out.mkdir()
+    for phase in ("vae", "unet"):
+        (work / phase).mkdir(parents=True)
+        (work / phase / "state.json").write_text(json.dumps(
+            {"steps": 10, "seconds": 60, "lr": 3e-4, "samples_per_s": 5.0, "batch": 2, "encode_seconds": 1,
+             "machine": "test"}))
     row = {k: (0.5, 0.1) for k in METRIC_KEYS}
     metrics = {"clips": 2, "seeds": [0], "vae_psnr_db": 27.0, "model": row, "baseline": row,
                "vae_reconstruction": {k: 0.25 for k in METRIC_KEYS}}
@@ -58,3 +60,44 @@ def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
     ceiling = next(line for line in card.splitlines() if line.startswith("* The VAE's ceiling"))
     assert all(f"{k} 0.250" in ceiling for k in MOTION_KEYS)
     assert all(f"| {k} | 0.500 ± 0.100 |" in card for k in METRIC_KEYS)
+    assert "16×16 latent grid" in card  # the v2 geometry, read from the preset
+
+
+def test_corpus_is_the_same_whatever_the_number_of_workers():
+    from i2v_helpers.pretrain import make_corpus
+
+    a, b = make_corpus(30, seed=3, workers=0), make_corpus(30, seed=3, workers=2)
+    assert a["clips"].shape == (30, 16, 64, 64, 3) and a["clips"].dtype == torch.uint8
+    assert torch.equal(a["clips"], b["clips"]) and torch.equal(a["bucket"], b["bucket"])
+    assert set(a["fps"].tolist()) == {8.0, 25.0}  # synthetic clips and footage cuts (2 × 30 // 12)
+
+
+def test_a_killed_build_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL ``i2v pretrain vae`` after its first checkpoint; the rerun continues from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from i2v_helpers.pretrain import load_phase_state
+
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "i2v_helpers.cli", "pretrain", "vae", "--work-dir", str(work), "--vae-minutes", "0.5",
+           "--set", "corpus_clips=12", "--set", "checkpoint_minutes=0.02", "--set", "vae_crop=16",
+           "--set", "vae_frames=2", "--set", "vae_batch_clips=2"]
+    env = dict(os.environ, I2V_DEVICE="cpu")
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (load_phase_state(work, "vae") or {}).get("steps"):
+        time.sleep(0.2)
+    time.sleep(1.0)  # mid-run, probably mid-save too
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    cut = load_phase_state(work, "vae")
+    assert cut and cut["steps"] > 0 and cut["seconds"] < 30  # a checkpoint of an unfinished phase
+    minutes = f"{(cut['seconds'] + 2) / 60:.4f}"  # the same phase, about 2 s left to run
+    again = subprocess.run(cmd[:8] + [minutes] + cmd[9:], env=env, capture_output=True, text=True, timeout=300)
+    assert f"resuming at step {cut['steps']}" in again.stdout, again.stdout + again.stderr
+    final = load_phase_state(work, "vae")
+    assert final["steps"] >= cut["steps"] and "scaling_factor" in final
