@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .conditioning import DEFAULT_MOTION_BUCKET
+
 # dense bf16 peak (vendor data sheets, TFLOP/s); the first key found in the device name wins
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "MI300X": 1307.4}
-BENCH_FPS, BENCH_BUCKET = 8.0, 127.0  # the micro-conditioning both loops train with
+BENCH_FPS, BENCH_BUCKET = 8.0, DEFAULT_MOTION_BUCKET  # the micro-conditioning both loops train with
 
 
 @dataclass
@@ -386,7 +388,7 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
     import numpy as np
 
     from .device import pick_device
-    from .models import TINY_SVD_DIR, load_pipeline
+    from .models import TINY_SVD_DIR, load_pipeline, model_geometry
     from .sampling import _as_pil, generate
 
     spec = pick_device()
@@ -394,12 +396,12 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
     pipe = load_pipeline(model or TINY_SVD_DIR, device=device, dtype=spec.dtype if device.type != "cpu" else torch.float32)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    frames = frames or pipe.unet.config.num_frames
+    model_frames, height, width = model_geometry(pipe)
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    frames = frames or model_frames
 
     def plain():
-        pipe(_as_pil(image), height=size, width=size, num_frames=frames, num_inference_steps=steps,
+        pipe(_as_pil(image), height=height, width=width, num_frames=frames, num_inference_steps=steps,
              generator=torch.Generator("cpu").manual_seed(0), output_type="np")
 
     def package():

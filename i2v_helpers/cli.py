@@ -53,9 +53,10 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_make_samples(args) -> int:
-    from .samples import make_samples
+    from .samples import add_objects, make_samples
 
-    make_samples(args.out, seed=args.seed, size=args.size, frames=args.frames, sets=args.sets)
+    make = add_objects if args.objects_only else make_samples
+    make(args.out, seed=args.seed, size=args.size, frames=args.frames, sets=args.sets)
     return 0
 
 
@@ -76,33 +77,34 @@ def cmd_sample(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from .evaluation import format_summary
-    from .pretrain import (PretrainConfig, evaluate_base, finalize, run_decoder_phase, run_unet_phase, run_vae_phase,
+    from .pretrain import (PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput,
                            write_model_card)
 
     from .training import check_fields, parse_overrides
 
-    cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed,
-                         vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes)
+    cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed, vae_minutes=args.vae_minutes,
+                         unet_minutes=args.unet_minutes, decoder_minutes=args.decoder_minutes)
     try:
         for key, value in check_fields(PretrainConfig, parse_overrides(args.set), "--set").items():
             setattr(cfg, key, value)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    if args.phase in ("vae", "all"):
-        run_vae_phase(cfg)
-    if args.phase in ("unet", "all"):
-        run_unet_phase(cfg)
-    if args.phase in ("decoder", "all") and args.decoder_minutes > 0:
-        run_decoder_phase(cfg, args.decoder_minutes)
+    if args.phase == "throughput":
+        print(json.dumps(unet_throughput(cfg.model, cfg.unet_batch, cfg.precision, args.seconds, cfg.device,
+                                         cfg.compile)))
+        return 0
+    if args.phase in ("vae", "unet", "decoder", "all"):
+        run_phases(cfg, ("vae", "unet", "decoder") if args.phase == "all" else (args.phase,))
     if args.phase in ("finalize", "all"):
         finalize(cfg)
-    if args.phase in ("finalize", "all", "evaluate"):
+        print(f"model card: {write_model_card(cfg)}")
+    if args.phase == "evaluate" or (args.phase == "all" and not args.no_eval):
         res = evaluate_base(cfg.out_dir, args.manifest, max_clips=args.max_clips)
         print(f"VAE PSNR {res['vae_psnr_db']:.2f} dB")
         print("VAE reconstructions of the real clips (what faithful latents would score): "
               + ", ".join(f"{k} {v:.3f}" for k, v in res["vae_reconstruction"].items()))
         print(format_summary(res))
-        if args.phase != "evaluate":
+        if args.card:
             print(f"model card: {write_model_card(cfg, res)}")
     return 0
 
@@ -127,18 +129,21 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     if args.compare:
         specs = dict(c.split("=", 1) if "=" in c else (c, c) for c in args.compare)
-        res = compare_models(specs, args.manifest, tuple(args.seeds), args.steps, args.max_clips)
+        res = compare_models(specs, args.manifest, tuple(args.seeds), args.steps, args.max_clips,
+                             num_frames=args.frames, size=args.size, sampling=args.sampling, stride=args.stride)
         print(format_comparison(res))
         names = list(res)
         for a, b in zip(names, names[1:]):
             print(format_paired(res, a, b))
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(
-            {n: {k: r[k] for k in ("model", "clips", "seeds", "rows")} for n, r in res.items()}, indent=2))
+            {n: {k: r[k] for k in ("model", "clips", "seeds", "num_frames", "size", "rows")} for n, r in res.items()},
+            indent=2))
         print(f"wrote {out / 'compare.json'}")
         return 0
-    res = evaluate_generation(load_model_spec(model_spec(args.model, args.lora, args.adapters)), args.manifest, tuple(args.seeds), args.steps, args.max_clips,
-                              keep_videos=args.grid_clips)
+    pipe = load_model_spec(model_spec(args.model, args.lora, args.adapters))
+    res = evaluate_generation(pipe, args.manifest, tuple(args.seeds), args.steps, args.max_clips, args.frames,
+                              keep_videos=args.grid_clips, size=args.size, sampling=args.sampling, stride=args.stride)
     print(format_summary(res))
     for k, v in write_report(res, out).items():
         print(f"wrote {v}")
@@ -195,8 +200,9 @@ def cmd_demo(args) -> int:
 
     from PIL import Image
 
+    from .conditioning import DEFAULT_FPS
     from .data import check_manifest, summarize
-    from .evaluation import (MOTION_KEYS, compare_models, format_comparison, format_paired, model_spec,
+    from .evaluation import (MOTION_KEYS, OBJECT_KEYS, compare_models, format_comparison, format_paired, model_spec,
                              paired_difference, write_report)
     from .models import TINY_SVD_DIR
     from .training import TrainingDiverged, load_config, train
@@ -262,16 +268,18 @@ def cmd_demo(args) -> int:
     summary = {}
     for name, (a, b) in (("general", ("base", "stage 1")), ("sports", ("stage 1", "stage 2"))):
         print(f"\n[{name}, held out]\n{format_comparison(tables[name])}\n{format_paired(tables[name], a, b)}")
-        for k in MOTION_KEYS:
-            summary[f"{name}: {b} - {a}: {k}"] = list(paired_difference(tables[name][a], tables[name][b], k))
+        for k in MOTION_KEYS + OBJECT_KEYS:
+            d, se, n = paired_difference(tables[name][a], tables[name][b], k)
+            if n:  # object metrics need clips with objects
+                summary[f"{name}: {b} - {a}: {k}"] = [d, se, n]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(tables["sports"]["stage 2"], out / "eval-sports-stage2")
 
     print("== 5/5 a generated video")
     _, truth, gen = tables["sports"]["stage 2"]["videos"][0]
     stage1_gen = tables["sports"]["stage 1"]["videos"][0][2]
-    path = write_video(out / "generated.mp4", gen, fps=7)
-    write_video(out / "compare_real_stage1_stage2.mp4", side_by_side(truth, stage1_gen, gen), fps=7)
+    path = write_video(out / "generated.mp4", gen, fps=DEFAULT_FPS)
+    write_video(out / "compare_real_stage1_stage2.mp4", side_by_side(truth, stage1_gen, gen), fps=DEFAULT_FPS)
     print(f"[video] {path} (stage 2 from a held-out sports frame); "
           f"{out / 'compare_real_stage1_stage2.mp4'} (real | stage 1 | stage 2)")
     print(f"done in {time.time() - t0:.0f} s; everything is in {out}/")
@@ -279,6 +287,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
+
     p = argparse.ArgumentParser(prog="i2v", description="Image-to-video diffusion course tools")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -303,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=int, default=64)
     m.add_argument("--frames", type=int, default=16)
     m.add_argument("--sets", nargs="*", default=None, help="only these sets (general, sports, animated)")
+    m.add_argument("--objects-only", action="store_true",
+                   help="only add the objects ground truth to the existing manifests (media untouched)")
     m.set_defaults(fn=cmd_make_samples)
 
     s = sub.add_parser("sample", help="generate a video from an image")
@@ -313,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--adapters", default=None, help="an adapter-layer run's adapters/ folder")
     s.add_argument("--frames", type=int, default=None)
     s.add_argument("--steps", type=int, default=25)
-    s.add_argument("--fps", type=int, default=7)
-    s.add_argument("--motion-bucket-id", type=int, default=127)
+    s.add_argument("--fps", type=float, default=DEFAULT_FPS, help="the frame rate to condition on (not rounded)")
+    s.add_argument("--motion-bucket-id", type=float, default=DEFAULT_MOTION_BUCKET)
     s.add_argument("--noise-aug-strength", type=float, default=0.02)
     s.add_argument("--min-guidance", type=float, default=1.0)
     s.add_argument("--max-guidance", type=float, default=3.0)
@@ -339,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ev.add_argument("--steps", type=int, default=25)
     ev.add_argument("--grid-clips", type=int, default=6, help="clips in grid.mp4")
+    ev.add_argument("--frames", type=int, default=None, help="frames to generate and score (default: the model's)")
+    ev.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="generate and score at this size (default: the model's); clips are resized and "
+                         "centre-cropped to it as training does")
+    ev.add_argument("--sampling", choices=["consecutive", "spread"], default="consecutive",
+                    help="how the clips' frames are taken, as in training")
+    ev.add_argument("--stride", type=int, default=1, help="as in training: fps is the clip's / stride")
     ev.add_argument("--compare", nargs="+", default=None, metavar="NAME=SPEC",
                     help="compare models: baseline, NAME=PATH, NAME=PATH+lora:DIR, NAME=PATH+adapters:DIR")
     ev.set_defaults(fn=cmd_eval)
@@ -391,16 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(fn=cmd_demo)
 
     pt = sub.add_parser("pretrain", help="(project maintainers) rebuild the shipped tiny SVD from scratch")
-    pt.add_argument("phase", choices=["vae", "unet", "decoder", "finalize", "evaluate", "all"],
-                    help="finalize = save to --out, evaluate, write the model card; evaluate = print the card's metrics")
+    pt.add_argument("phase", choices=["vae", "unet", "decoder", "finalize", "evaluate", "all", "throughput"],
+                    help="all = the three phases, finalize (save to --out, model card) and evaluate; rerun to resume. "
+                         "throughput = samples/s of the UNet step (--set model=v1|v2, unet_batch, precision)")
     pt.add_argument("--manifest", default="data_samples/general/val.jsonl")
-    pt.add_argument("--max-clips", type=int, default=None)
+    pt.add_argument("--max-clips", type=int, default=16)
+    pt.add_argument("--no-eval", action="store_true", help="all: skip the (CPU-heavy) evaluation")
+    pt.add_argument("--card", action="store_true", help="evaluate: write the metrics into --out's model card")
     pt.add_argument("--out", default="data_samples/models/tiny-svd")
     pt.add_argument("--work-dir", default="runs/pretrain")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--vae-minutes", type=float, default=25.0)
     pt.add_argument("--unet-minutes", type=float, default=45.0)
-    pt.add_argument("--decoder-minutes", type=float, default=20.0, help="decoder-only VAE sharpening after the UNet")
+    pt.add_argument("--decoder-minutes", type=float, default=5.0, help="decoder-only VAE sharpening after the UNet")
+    pt.add_argument("--seconds", type=float, default=20.0, help="throughput: seconds to time")
     pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a PretrainConfig field, e.g. --set device=cuda --set unet_batch=32")
     pt.set_defaults(fn=cmd_pretrain)

@@ -11,7 +11,11 @@ Keys: ``video`` (required: a video file — mp4, webm, gif, ... — or a folder 
 images), ``image`` (optional: the conditioning image; without it the clip's first
 sampled frame is used), ``prompt`` (optional text; SVD ignores it, the course keeps
 it), ``fps`` and ``motion_bucket_id`` (optional numbers; ``fps`` overrides the
-container's frame rate, a missing ``motion_bucket_id`` is derived from optical flow).
+container's frame rate, a missing ``motion_bucket_id`` is derived from optical flow),
+``objects`` (optional: the ground truth of a synthetic clip's objects, ``[{"colour":
+[r, g, b], "centroid": [[x, y] or null per frame], "area": [px per frame]}]`` as
+:mod:`i2v_helpers.synth` records it; in a ``.csv`` cell, that JSON). Other keys are kept
+unchecked in ``ClipEntry.extra`` (the sample sets' ``family`` and ``rule``).
 
 Relative paths start at the manifest's folder. **Paths that resolve outside the
 manifest's folder are rejected** (``allow_outside=True`` / ``--allow-outside`` allows
@@ -35,10 +39,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .motion import motion_bucket, motion_score
+from .conditioning import DEFAULT_FPS, clip_fps, clip_motion_bucket
+from .motion import motion_score
 from .video_io import MediaError, probe_video, read_image, read_video
 
-KNOWN_KEYS = {"image", "video", "prompt", "fps", "motion_bucket_id"}
+KNOWN_KEYS = {"image", "video", "prompt", "fps", "motion_bucket_id", "objects"}
 
 
 class ManifestError(ValueError):
@@ -70,6 +75,7 @@ class ClipEntry:
     fps: float | None = None
     motion_bucket_id: float | None = None
     extra: dict = field(default_factory=dict)
+    objects: list[dict] | None = None  # ground truth for the object metrics (synthetic clips)
     # filled in by the check
     num_frames: int = 0
     source_fps: float | None = None
@@ -148,6 +154,25 @@ def _number(obj: dict, key: str, where: str, lo: float, hi: float) -> float | Pr
     return v
 
 
+def _objects(obj: dict, where: str) -> list[dict] | Problem | None:
+    """The entry's ``objects`` checked for shape (see the module doc); ``None`` when absent."""
+    if "objects" not in obj:
+        return None
+    value = obj["objects"]
+    try:
+        value = json.loads(value) if isinstance(value, str) else value  # a .csv cell
+        ok = isinstance(value, list) and all(
+            isinstance(o, dict) and len(o["colour"]) == 3 and len(o["centroid"]) == len(o["area"])
+            and all(c is None or len(c) == 2 for c in o["centroid"]) for o in value)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        return Problem(where, "'objects' must be a list of {\"colour\": [r, g, b], \"centroid\": [[x, y] or null "
+                       "per frame], \"area\": [px per frame]}",
+                       "fix it, or drop 'objects' (only the object metrics use it)")
+    return value
+
+
 def parse_manifest(path: str | Path, allow_outside: bool = False) -> tuple[list[ClipEntry], list[Problem]]:
     """Parse a manifest without opening any media: entries and per-entry problems."""
     path = Path(path)
@@ -170,7 +195,8 @@ def parse_manifest(path: str | Path, allow_outside: bool = False) -> tuple[list[
         image = _resolve(root, obj["image"], where, "image", allow_outside) if obj.get("image") else None
         fps = _number(obj, "fps", where, 0.1, 1000)
         bucket = _number(obj, "motion_bucket_id", where, 0, 255)
-        for v in (video, image, fps, bucket):
+        objects = _objects(obj, where)
+        for v in (video, image, fps, bucket, objects):
             if isinstance(v, Problem):
                 bad.append(v)
         prompt = obj.get("prompt", "")
@@ -180,7 +206,7 @@ def parse_manifest(path: str | Path, allow_outside: bool = False) -> tuple[list[
             problems += bad
             continue
         entries.append(ClipEntry(where, video, image, prompt, fps, bucket,
-                                 {k: v for k, v in obj.items() if k not in KNOWN_KEYS}))
+                                 {k: v for k, v in obj.items() if k not in KNOWN_KEYS}, objects))
     return entries, problems
 
 
@@ -261,7 +287,8 @@ class InvalidManifest(ValueError):
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems if p.fatal)
         super().__init__(f"{path}: {sum(p.fatal for p in problems)} bad entries:\n{lines}\n"
-                         "Fix them, or pass skip_invalid=True (--skip-invalid) to drop them.")
+                         f"Fix them (`i2v data check {path}` lists them all), or drop them with "
+                         "VideoClipDataset(..., skip_invalid=True).")
 
 
 # ------------------------------------------------------------------ sampling and transforms
@@ -321,6 +348,66 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().movedim(-3, -1).cpu().numpy()
 
 
+def objects_in_clip(objects: list[dict] | None, indices: np.ndarray, src_size: tuple[int, int],
+                    size: tuple[int, int], box: tuple[float, int, int], flipped: bool = False) -> list[dict] | None:
+    """A manifest's ``objects`` ground truth (per source frame, source pixels) mapped onto a clip
+    prepared from source frames ``indices`` ``(F,)`` of size ``src_size`` (H, W) by ``box`` to
+    ``size`` (:func:`resize_crop`), mirrored if ``flipped``: per clip frame, the centroid in the
+    clip's pixels (``None`` where it falls outside the crop) and the area scaled with the resize."""
+    if objects is None:
+        return None
+    scale, top, left = box
+    rh, rw = max(size[0], round(src_size[0] * scale)), max(size[1], round(src_size[1] * scale))
+    sy, sx = rh / src_size[0], rw / src_size[1]
+    out = []
+    for o in objects:
+        cents = []
+        for i in indices:
+            c = o["centroid"][i]
+            x, y = (None, None) if c is None else ((c[0] + 0.5) * sx - 0.5 - left, (c[1] + 0.5) * sy - 0.5 - top)
+            inside = c is not None and -0.5 <= x <= size[1] - 0.5 and -0.5 <= y <= size[0] - 0.5
+            cents.append([size[1] - 1 - x if flipped else x, y] if inside else None)
+        out.append({**o, "centroid": cents, "area": [o["area"][i] * sx * sy for i in indices]})
+    return out
+
+
+def prepare_clip(e: ClipEntry, num_frames: int, size: tuple[int, int] | None, sampling: str = "consecutive",
+                 stride: int = 1, start: int | None = 0, crop: str = "center", hflip: float = 0.0,
+                 rng: np.random.Generator | None = None, default_fps: float = DEFAULT_FPS) -> dict:
+    """One entry as training sees it: what :class:`VideoClipDataset` trains on and evaluation
+    scores against.
+
+    Returns ``{"image": uint8 (H, W, 3), "video": uint8 (F, H, W, 3), "fps": float,
+    "motion_bucket_id": float, "objects": list | None}`` with ``F = num_frames`` and
+    ``(H, W) = size`` (``None``: the video's own size). The frames are sampled by
+    :func:`sample_frame_indices` (``start`` ``None``: random), resized to cover ``size`` and
+    cropped (:func:`crop_box`, :func:`resize_crop`); the image is the manifest's ``image``
+    through the same box, else the first sampled frame; with probability ``hflip`` both are
+    mirrored. ``fps`` and ``motion_bucket_id`` follow :mod:`i2v_helpers.conditioning` (the
+    bucket from the prepared frames); ``objects`` is the entry's ground truth mapped onto the
+    clip (:func:`objects_in_clip`). ``rng`` draws the start, the crop and the flip, in that order.
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    try:
+        video, container_fps = read_video(e.video)
+    except MediaError as err:  # changed on disk since the check
+        raise MediaError(f"{e.where}: {err}") from err
+    idx = sample_frame_indices(len(video), num_frames, sampling, stride, start, rng)
+    clip = video[idx]
+    fps = clip_fps(e.fps, container_fps or default_fps, idx, sampling, stride)
+    src_size = clip.shape[1:3]
+    size = tuple(size) if size is not None else src_size
+    box = crop_box(*src_size, size, crop, rng)
+    clip = resize_crop(clip, size, box)
+    image = resize_crop(read_image(e.image)[None], size, box)[0] if e.image is not None else clip[0]
+    flipped = bool(hflip) and rng.uniform() < hflip
+    if flipped:
+        clip, image = clip[:, :, ::-1], image[:, ::-1]
+    return {"image": np.ascontiguousarray(image), "video": np.ascontiguousarray(clip), "fps": fps,
+            "motion_bucket_id": clip_motion_bucket(e.motion_bucket_id, clip),
+            "objects": objects_in_clip(e.objects, idx, src_size, size, box, flipped)}
+
+
 # ------------------------------------------------------------------ the dataset
 
 class VideoClipDataset(torch.utils.data.Dataset):
@@ -346,7 +433,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def __init__(self, manifest, num_frames: int = 16, size: int | tuple[int, int] = 64,
                  sampling: str = "consecutive", stride: int = 1, random_start: bool = False,
                  crop: str = "center", hflip: float = 0.0, skip_invalid: bool = False,
-                 allow_outside: bool = False, decode_check: bool = True, default_fps: float = 7.0,
+                 allow_outside: bool = False, decode_check: bool = True, default_fps: float = DEFAULT_FPS,
                  seed: int | None = None):
         self.manifest = Path(manifest)
         self.num_frames, self.sampling, self.stride = num_frames, sampling, stride
@@ -373,28 +460,11 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         e = self.entries[i]
-        try:
-            video, fps = read_video(e.video)
-        except MediaError as err:  # changed on disk since the check
-            raise MediaError(f"{e.where}: {err}") from err
         start = None if (self.random_start and e.image is None) else 0
-        idx = sample_frame_indices(len(video), self.num_frames, self.sampling, self.stride, start, self.rng)
-        clip = video[idx]
-        src_fps = e.fps or fps or self.default_fps
-        if self.sampling == "consecutive":
-            clip_fps = src_fps / self.stride
-        else:
-            clip_fps = src_fps * (self.num_frames - 1) / max(1, idx[-1] - idx[0])
-        box = crop_box(*clip.shape[1:3], self.size, self.crop, self.rng)
-        clip = resize_crop(clip, self.size, box)
-        image = resize_crop(read_image(e.image)[None], self.size, box)[0] if e.image is not None else clip[0]
-        if self.hflip and self.rng.uniform() < self.hflip:
-            clip, image = clip[:, :, ::-1], image[:, ::-1]
-        bucket = e.motion_bucket_id
-        if bucket is None:
-            bucket = motion_bucket(motion_score(clip), clip.shape[2])
-        return {"image": to_model_range(image), "video": to_model_range(clip), "prompt": e.prompt,
-                "fps": float(clip_fps), "motion_bucket_id": float(bucket), "index": i}
+        item = prepare_clip(e, self.num_frames, self.size, self.sampling, self.stride, start, self.crop, self.hflip,
+                            self.rng, self.default_fps)
+        return {"image": to_model_range(item["image"]), "video": to_model_range(item["video"]), "prompt": e.prompt,
+                "fps": item["fps"], "motion_bucket_id": item["motion_bucket_id"], "index": i}
 
 
 def summarize(entries: list[ClipEntry], problems: list[Problem]) -> dict:
@@ -451,7 +521,8 @@ def curate_manifest(src: str | Path, dst: str | Path | None = None, min_motion: 
             obj = {"video": str(e.video.relative_to(root)), "prompt": e.prompt, **e.extra}
             if e.image is not None:
                 obj["image"] = str(e.image.relative_to(root))
-            obj.update({k: v for k, v in (("fps", e.fps), ("motion_bucket_id", e.motion_bucket_id)) if v is not None})
+            obj.update({k: v for k, v in (("fps", e.fps), ("motion_bucket_id", e.motion_bucket_id),
+                                          ("objects", e.objects)) if v is not None})
             lines.append(json.dumps(obj))
     if not lines:
         raise ValueError(f"{src}: no entry passes min_motion={min_motion}, max_flicker={max_flicker}, "

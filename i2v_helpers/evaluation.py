@@ -6,6 +6,10 @@
 folder, optionally followed by ``+lora:DIR`` or ``+adapters:DIR``; ``baseline`` is the
 repeated first frame. Every model sees the same clips and the same seeds.
 
+Clips whose manifest entry carries ``objects`` (the synthetic sets' ground truth) are also
+scored with ``object_err_px`` and ``object_kept`` (:func:`i2v_helpers.metrics.object_metrics`);
+the rest have NaN there, and every mean, spread and paired difference skips NaN.
+
 Introduced in notebook 08 (evaluation).
 """
 
@@ -13,61 +17,101 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .data import parse_manifest
-from .metrics import motion_metrics, repeat_first_frame
+from .conditioning import DEFAULT_FPS
+from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip
+from .metrics import motion_metrics, object_metrics
+from .models import model_geometry
 from .sampling import generate
-from .video_io import read_video
 
 MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "far_flow")
-METRIC_KEYS = MOTION_KEYS + ("warp_error", "psnr", "ssim", "first_frame_psnr")
+OBJECT_KEYS = ("object_err_px", "object_kept")  # NaN for clips without objects
+METRIC_KEYS = MOTION_KEYS + OBJECT_KEYS + ("warp_error", "psnr", "ssim", "first_frame_psnr")
 HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "moving_epe": False,
-                    "static_flow": False, "far_flow": False, "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
+                    "static_flow": False, "far_flow": False, "object_err_px": False, "object_kept": True,
+                    "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
 
 
-def _entries(manifest, max_clips):
+BASELINE_FRAMES = 16  # frames scored when no model says how many (the baseline alone)
+
+
+def _entries(manifest, max_clips, num_frames: int, sampling: str, stride: int):
+    """The first ``max_clips`` entries, each checked (headers only) for ``num_frames`` frames."""
     entries, _ = parse_manifest(manifest)
-    return entries[:max_clips] if max_clips else entries
+    entries = entries[:max_clips] if max_clips else entries
+    problems = [p for e in entries for p in check_entry(e, num_frames, sampling, stride, decode=False)]
+    if any(p.fatal for p in problems):
+        raise InvalidManifest(manifest, problems)
+    return entries
+
+
+def _clip_metrics(gen: np.ndarray, gt: np.ndarray, image: np.ndarray, objects) -> dict:
+    """Every METRIC_KEYS metric of ``gen`` against ``gt`` (both ``(F, H, W, 3)`` ``uint8``)
+    generated from ``image`` ``(H, W, 3)``."""
+    return {**motion_metrics(gen, gt, image), **object_metrics(gen, objects)}
+
+
+def _mean_std(values) -> tuple[float, float]:
+    """Mean and std over the finite values; ``(nan, nan)`` when there are none."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return (float(v.mean()), float(v.std())) if len(v) else (float("nan"), float("nan"))
 
 
 def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
-                        num_frames: int = 16, noise_aug_strength: float = 0.02, progress=None,
-                        keep_videos: int = 0) -> dict:
+                        num_frames: int | None = None, noise_aug_strength: float = 0.02, progress=None,
+                        keep_videos: int = 0, size: tuple[int, int] | None = None, sampling: str = "consecutive",
+                        stride: int = 1) -> dict:
     """Score ``pipe`` on the clips of ``manifest`` (first frame → ``num_frames`` frames).
 
-    Each clip is generated once per seed with the entry's ``fps`` and ``motion_bucket_id``;
-    ``pipe=None`` scores only the baseline. Returns ``{"rows", "model": {metric: (mean, std)},
-    "baseline": {...}, "clips", "seeds", "videos"}``; the spread is the std over clip-seed
-    pairs; ``videos`` holds ``(image, truth, generated)`` of the first ``keep_videos`` clips (seed 0).
+    ``num_frames`` and ``size`` (H, W) default to the model's own
+    (:func:`i2v_helpers.models.model_geometry`); ``pipe=None`` scores only the repeat-first-frame
+    baseline, at ``size`` (default: each clip's own) and ``num_frames`` (default ``BASELINE_FRAMES``).
+    Each clip is prepared exactly as training prepares it (:func:`i2v_helpers.data.prepare_clip`
+    with ``sampling`` and ``stride``: frames sampled, resized and centre-cropped to ``size``, the
+    manifest's image and the objects ground truth through the same box) and generated once per
+    seed from that image with the clip's ``fps`` and ``motion_bucket_id``
+    (:mod:`i2v_helpers.conditioning`). The baseline repeats the same image.
+
+    Returns ``{"rows", "model": {metric: (mean, std)}, "baseline": {...}, "clips", "seeds",
+    "num_frames", "size", "videos"}``: a row per clip and seed; the spread is the std over
+    clip-seed pairs (for the object metrics, the pairs whose clip has objects); ``videos`` holds
+    ``(image (H, W, 3), truth (F, H, W, 3), generated (F, H, W, 3))`` of the first ``keep_videos``
+    clips (first seed).
     """
-    entries = _entries(manifest, max_clips)
+    model_frames, h, w = model_geometry(pipe) if pipe is not None else (BASELINE_FRAMES, None, None)
+    num_frames = num_frames or model_frames
+    size = tuple(size) if size else ((h, w) if pipe is not None else None)
+    entries = _entries(manifest, max_clips, num_frames, sampling, stride)
     rows, videos = [], []
     it = entries if progress is None else progress(entries)
     for i, e in enumerate(it):
-        gt = read_video(e.video)[0][:num_frames]
-        base = motion_metrics(repeat_first_frame(gt), gt)
+        item = prepare_clip(e, num_frames, size, sampling, stride)
+        image, gt = item["image"], item["video"]
+        still = np.repeat(image[None], len(gt), axis=0)  # the baseline: the conditioning image, repeated
+        base = _clip_metrics(still, gt, image, item["objects"])
         for seed in seeds:
             if pipe is None:
-                gen, m = repeat_first_frame(gt), base
+                gen, m = still, base
             else:
-                gen = generate(pipe, gt[0], num_frames=num_frames, steps=steps, fps=e.fps or 7,
-                               motion_bucket_id=e.motion_bucket_id if e.motion_bucket_id is not None else 127,
-                               noise_aug_strength=noise_aug_strength, seed=seed)
-                m = motion_metrics(gen, gt)
+                gen = generate(pipe, image, num_frames=num_frames, steps=steps, fps=item["fps"],
+                               motion_bucket_id=item["motion_bucket_id"], noise_aug_strength=noise_aug_strength,
+                               seed=seed, height=gt.shape[1], width=gt.shape[2])
+                m = _clip_metrics(gen, gt, image, item["objects"])
             if i < keep_videos and seed == seeds[0]:
-                videos.append((gt[0], gt, gen))
+                videos.append((image, gt, gen))
             rows.append({"clip": e.where, "family": e.extra.get("family", ""), "seed": seed,
                          **{k: m[k] for k in METRIC_KEYS}, **{f"baseline_{k}": base[k] for k in METRIC_KEYS}})
 
     def summary(prefix=""):
-        return {k: (float(np.mean([r[prefix + k] for r in rows])), float(np.std([r[prefix + k] for r in rows])))
-                for k in METRIC_KEYS}
+        return {k: _mean_std([r[prefix + k] for r in rows]) for k in METRIC_KEYS}
 
     return {"rows": rows, "model": summary(), "baseline": summary("baseline_"), "clips": len(entries),
-            "seeds": list(seeds), "videos": videos}
+            "seeds": list(seeds), "num_frames": num_frames, "size": list(size) if size else None, "videos": videos}
 
 
 def vae_reconstruction_metrics(vae, clips: np.ndarray) -> dict:
@@ -77,7 +121,7 @@ def vae_reconstruction_metrics(vae, clips: np.ndarray) -> dict:
     as faithful as the encoder's scores about this: a decoder that shimmers gives flow where
     the real clip is still, whatever the UNet does."""
     from .data import to_model_range, to_uint8
-    from .pretrain import vae_reconstruct
+    from .models import vae_reconstruct
 
     rows = [motion_metrics(to_uint8(vae_reconstruct(vae, to_model_range(c)).cpu()), c) for c in clips]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -89,7 +133,8 @@ def format_summary(result: dict) -> str:
     for k in METRIC_KEYS:
         m, b = result["model"][k], result["baseline"][k]
         lines.append(f"{k:<17}{m[0]:>10.3f} ± {m[1]:<5.3f}{b[0]:>14.3f} ± {b[1]:<5.3f}")
-    lines.append(f"({result['clips']} clips × {len(result['seeds'])} seeds)")
+    size = "x".join(map(str, result["size"])) if result.get("size") else "each clip's own size"
+    lines.append(f"({result['clips']} clips × {len(result['seeds'])} seeds, {result['num_frames']} frames at {size})")
     return "\n".join(lines)
 
 
@@ -129,14 +174,34 @@ def model_spec(path: str, lora: str | None = None, adapters: str | None = None) 
 
 
 def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
-                   progress=None, log=print, keep_videos: int = 0) -> dict:
-    """``{name: evaluate_generation result}`` for each ``name=spec`` on the same clips and seeds."""
-    out = {}
+                   progress=None, log=print, keep_videos: int = 0, num_frames: int | None = None,
+                   size: tuple[int, int] | None = None, sampling: str = "consecutive", stride: int = 1) -> dict:
+    """``{name: evaluate_generation result}`` for each ``name=spec`` on the same clips and seeds,
+    at one size and frame count: ``size`` / ``num_frames`` when given, else the models' own
+    (they must agree: paired differences of clips of different sizes mean nothing). The
+    baseline is scored at that geometry too, after the models."""
+    out, geometry = {}, None
     for name, spec in specs.items():
+        if spec == "baseline":
+            continue
         log(f"[eval] {name}: {spec}")
-        out[name] = evaluate_generation(load_model_spec(spec), manifest, seeds, steps, max_clips, progress=progress,
-                                        keep_videos=keep_videos)
-    return out
+        pipe = load_model_spec(spec)
+        frames, h, w = model_geometry(pipe)
+        g = (num_frames or frames, tuple(size) if size else (h, w))
+        if geometry is not None and g != geometry:
+            raise ValueError(f"{name} makes {g[0]} frames at {g[1]}, the models before it {geometry[0]} at "
+                             f"{geometry[1]}; pass num_frames and size (--frames, --size) to compare them")
+        geometry = g
+        out[name] = evaluate_generation(pipe, manifest, seeds, steps, max_clips, g[0], progress=progress,
+                                        keep_videos=keep_videos, size=g[1], sampling=sampling, stride=stride)
+        del pipe
+    frames, size = geometry or (num_frames, size)
+    for name, spec in specs.items():
+        if spec == "baseline":
+            log(f"[eval] {name}: the repeated first frame")
+            out[name] = evaluate_generation(None, manifest, seeds, steps, max_clips, frames, progress=progress,
+                                            keep_videos=keep_videos, size=size, sampling=sampling, stride=stride)
+    return {name: out[name] for name in specs}
 
 
 def format_comparison(results: dict) -> str:
@@ -153,25 +218,59 @@ def format_comparison(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _by_clip_seed(result: dict, metric: str) -> dict:
+    """``{(clip, seed): value}`` of one metric over ``result["rows"]``."""
+    values = {}
+    for r in result["rows"]:
+        key = (r["clip"], r["seed"])
+        if key in values:
+            raise ValueError(f"two rows for {key[0]}, seed {key[1]}")
+        values[key] = float(r[metric])
+    return values
+
+
 def paired_difference(a: dict, b: dict, metric: str) -> tuple[float, float, int]:
-    """Mean and standard error of ``b - a`` over the clip-seed pairs both scored
-    (same clips, same seeds: a paired comparison, far less noisy than two separate means)."""
-    d = np.array([rb[metric] - ra[metric] for ra, rb in zip(a["rows"], b["rows"])])
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, len(d)
+    """``(mean, standard error, clips)`` of ``b - a``, with the clip as the unit.
+
+    Rows pair by ``(clip, seed)``, not by position: both results must score the same clips
+    with the same seeds (a paired comparison, far less noisy than two separate means). The
+    seeds of one clip share that clip's effect, so they are not independent samples: each
+    clip's differences are averaged over its seeds first, and the mean and SE are those of
+    the per-clip means (SE = their std, ddof 1, over sqrt(clips)). Pairs where the metric is
+    NaN (object metrics of clips without objects) are left out, and clips left with none.
+    ``(nan, nan, 0)`` when no clip is left; the SE is NaN with one clip."""
+    va, vb = _by_clip_seed(a, metric), _by_clip_seed(b, metric)
+    if va.keys() != vb.keys():
+        only = sorted(va.keys() ^ vb.keys())
+        raise ValueError(f"not a paired comparison: {len(only)} clip-seed pairs are scored by one result only "
+                         f"(e.g. {only[0]}); compare results of the same manifest, clips and seeds")
+    per_clip = defaultdict(list)
+    for key, x in va.items():
+        d = vb[key] - x
+        if np.isfinite(d):
+            per_clip[key[0]].append(d)
+    means = np.array([np.mean(v) for v in per_clip.values()])
+    if not len(means):
+        return float("nan"), float("nan"), 0
+    se = float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else float("nan")
+    return float(means.mean()), se, len(means)
 
 
-def format_paired(results: dict, a: str, b: str, metrics=MOTION_KEYS) -> str:
-    """Lines ``b - a: metric mean ± paired SE`` for two models of one :func:`compare_models` result;
-    a difference beyond two standard errors is marked significant."""
+def format_paired(results: dict, a: str, b: str, metrics=MOTION_KEYS + OBJECT_KEYS) -> str:
+    """Lines ``b - a: metric mean ± paired SE`` for two models of one :func:`compare_models` result
+    (:func:`paired_difference`: the clip is the unit); a difference beyond two standard errors is
+    marked significant. A metric no clip has (object metrics on clips without objects) gets no line."""
     lines = []
     for k in metrics:
         d, se, n = paired_difference(results[a], results[b], k)
+        if n == 0:
+            continue
         verdict = "significant" if n > 1 and abs(d) > 2 * se else "within noise"
-        lines.append(f"  {b} - {a}: {k:<17}{d:+.3f} ± {se:.3f} (paired SE, {n} clip-seed pairs: {verdict})")
+        lines.append(f"  {b} - {a}: {k:<17}{d:+.3f} ± {se:.3f} (paired SE over {n} clips, seeds averaged: {verdict})")
     return "\n".join(lines)
 
 
-def write_report(result: dict, out_dir, fps: int = 7) -> dict:
+def write_report(result: dict, out_dir, fps: float = DEFAULT_FPS) -> dict:
     """``metrics.csv`` (a row per clip and seed), ``summary.json`` and ``grid.mp4``
     (rows of input image | ground truth | generated) in ``out_dir``."""
     from .video_io import write_video
@@ -183,7 +282,7 @@ def write_report(result: dict, out_dir, fps: int = 7) -> dict:
         w = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
         w.writeheader()
         w.writerows(result["rows"])
-    summary = {k: result[k] for k in ("model", "baseline", "clips", "seeds")}
+    summary = {k: result[k] for k in ("model", "baseline", "clips", "seeds", "num_frames", "size")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     paths = {"csv": str(out / "metrics.csv"), "json": str(out / "summary.json")}
     if result.get("videos"):

@@ -104,8 +104,6 @@ class ObjectiveConfig:
     drop_embed: float = 0.2  # CFG dropout: r < drop_embed zeroes the CLIP embedding
     drop_image: float = 0.2  # ... and a window of width drop_image zeroes the image latent
     drop_both: float = 0.1  # overlap of the two windows (both zeroed)
-    default_fps: float = 7.0
-    default_motion_bucket: float = 127.0
     loss: str = "edm"  # edm (SVD's objective) | ddpm-epsilon (the seed's, for the notebook 02 comparison)
 
     def __post_init__(self):

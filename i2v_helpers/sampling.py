@@ -17,36 +17,57 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
+from .data import crop_box, resize_crop
+from .models import model_geometry
 from .video_io import write_video
 
 
-def _as_pil(image) -> Image.Image:
+def _as_uint8(image) -> np.ndarray:
+    """PIL image, ``uint8`` or float-in-[0, 1] ``(H, W, 3)`` array → ``uint8`` ``(H, W, 3)``."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    return Image.fromarray(arr)
+    return arr
+
+
+def _as_pil(image) -> Image.Image:
+    return Image.fromarray(_as_uint8(image))
+
+
+def fit_image(image, size: tuple[int, int]) -> np.ndarray:
+    """``image`` ``(h, w, 3)`` → ``uint8`` ``(H, W, 3)`` resized to cover ``size`` and centre-cropped,
+    as training prepares its frames (:func:`i2v_helpers.data.crop_box`, ``resize_crop``); the
+    pipeline itself would stretch it."""
+    arr = _as_uint8(image)
+    return resize_crop(arr[None], size, crop_box(*arr.shape[:2], size))[0]
 
 
 @torch.no_grad()
-def generate(pipe, image, num_frames: int | None = None, steps: int = 25, fps: float = 7,
-             motion_bucket_id: float = 127, noise_aug_strength: float = 0.02, min_guidance: float = 1.0,
-             max_guidance: float = 3.0, seed: int = 0, height: int | None = None, width: int | None = None,
-             decode_chunk_size: int | None = None, callback=None) -> np.ndarray:
+def generate(pipe, image, num_frames: int | None = None, steps: int = 25, fps: float = DEFAULT_FPS,
+             motion_bucket_id: float = DEFAULT_MOTION_BUCKET, noise_aug_strength: float = 0.02,
+             min_guidance: float = 1.0, max_guidance: float = 3.0, seed: int = 0, height: int | None = None,
+             width: int | None = None, decode_chunk_size: int | None = None, callback=None) -> np.ndarray:
     """Image → video frames ``uint8`` ``(F, H, W, 3)``.
 
-    ``image``: PIL image or ``uint8`` ``(H, W, 3)`` array. ``fps`` is the real frame rate
-    you want (the pipeline passes ``fps - 1`` to the UNet, as SVD was trained).
-    Guidance ramps linearly from ``min_guidance`` (first frame) to ``max_guidance``.
+    ``image``: PIL image or ``uint8`` ``(h, w, 3)`` array, fitted to ``(H, W)`` by :func:`fit_image`.
+    ``num_frames``, ``height``, ``width`` default to the model's own
+    (:func:`i2v_helpers.models.model_geometry`: 16 × 64 × 64 for the tiny SVD, 25 × 576 × 1024
+    for a model trained so). ``fps`` is the real frame rate you want, not rounded (the
+    pipeline passes ``fps - 1`` to the UNet, as SVD was trained); with ``motion_bucket_id`` see
+    :mod:`i2v_helpers.conditioning`. Guidance ramps linearly from ``min_guidance`` (first frame)
+    to ``max_guidance``.
     """
+    frames, h, w = model_geometry(pipe)
+    num_frames, height, width = num_frames or frames, height or h, width or w
     g = torch.Generator("cpu").manual_seed(seed)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    out = pipe(_as_pil(image), height=height or size, width=width or size, num_frames=num_frames,
-               num_inference_steps=steps, fps=int(fps), motion_bucket_id=int(motion_bucket_id),
-               noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance,
-               max_guidance_scale=max_guidance, decode_chunk_size=decode_chunk_size, generator=g,
-               output_type="np", callback_on_step_end=callback,
+    out = pipe(_as_pil(fit_image(image, (height, width))), height=height, width=width,
+               num_frames=num_frames, num_inference_steps=steps, fps=float(fps),
+               motion_bucket_id=float(motion_bucket_id), noise_aug_strength=noise_aug_strength,
+               min_guidance_scale=min_guidance, max_guidance_scale=max_guidance,
+               decode_chunk_size=decode_chunk_size, generator=g, output_type="np", callback_on_step_end=callback,
                callback_on_step_end_tensor_inputs=["latents"] if callback else None)
     frames = out.frames[0]  # (F, H, W, 3) floats in [0, 1]
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
@@ -122,6 +143,6 @@ def trace_reverse_process(pipe, image, every: int = 1, **kwargs) -> dict:
     return rec
 
 
-def save_frames(path: str | Path, frames: np.ndarray, fps: float = 7) -> Path:
+def save_frames(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) -> Path:
     """Write ``uint8`` ``(F, H, W, 3)`` frames to .mp4 / .gif / .webm (atomic)."""
     return write_video(path, frames, fps=fps)

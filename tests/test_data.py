@@ -237,8 +237,10 @@ def test_path_escaping_the_manifest_folder_is_rejected(folder):
 
 def test_dataset_raises_or_skips_bad_entries(folder):
     (folder / "m.jsonl").write_text(json.dumps({"video": "a.mp4"}) + "\n" + json.dumps({"video": "gone.mp4"}) + "\n")
-    with pytest.raises(InvalidManifest, match="gone.mp4"):
+    with pytest.raises(InvalidManifest, match="gone.mp4") as err:
         VideoClipDataset(folder / "m.jsonl")
+    # the advice names a command that exists (there is no --skip-invalid flag) and the keyword argument
+    assert "--skip-invalid" not in str(err.value) and "i2v data check" in str(err.value)
     ds = VideoClipDataset(folder / "m.jsonl", skip_invalid=True)
     assert len(ds) == 1 and len([p for p in ds.problems if p.fatal]) == 1
 
@@ -268,16 +270,18 @@ def test_cli_data_check_exit_codes(folder):
 def test_curate_manifest_keeps_clips_that_pass_and_writes_a_valid_manifest(tmp_path):
     from i2v_helpers.data import curate_manifest
 
-    moving = synth.clip_shapes(3)[0]
+    moving, meta = synth.clip_shapes(3)
     write_video(tmp_path / "moving.mp4", moving, fps=8)
     write_video(tmp_path / "static.mp4", np.repeat(moving[:1], 16, axis=0), fps=8)
-    (tmp_path / "all.jsonl").write_text(json.dumps({"video": "moving.mp4", "prompt": "m", "family": "x"}) + "\n"
+    (tmp_path / "all.jsonl").write_text(json.dumps({"video": "moving.mp4", "prompt": "m", "family": "x",
+                                                    "objects": meta["objects"]}) + "\n"
                                         + json.dumps({"video": "static.mp4", "prompt": "s", "fps": 8}) + "\n")
     dst, rows = curate_manifest(tmp_path / "all.jsonl", min_motion=0.05)
     assert dst == tmp_path / "all.curated.jsonl"
     assert [r["kept"] for r in rows] == [True, False] and rows[1]["motion"] == 0.0 and rows[1]["flicker"] == 0.0
     good, problems = check_manifest(dst)
     assert [e.prompt for e in good] == ["m"] and good[0].extra == {"family": "x"} and not problems
+    assert good[0].objects == meta["objects"]  # the object ground truth survives curation
     with pytest.raises(ValueError, match="no entry passes"):
         curate_manifest(tmp_path / "all.jsonl", min_motion=1e6)
     with pytest.raises(ValueError, match="next to"):

@@ -23,6 +23,7 @@ def test_demo_runs_check_stage1_stage2_eval_and_writes_a_video(tmp_path, capsys)
     assert all(math.isfinite(d) and n == 1 for d, se, n in summary.values())
     assert "sports: stage 2 - stage 1: static_flow" in summary  # the region split is reported too
     assert "sports: stage 2 - stage 1: far_flow" in summary
+    assert "sports: stage 2 - stage 1: object_err_px" in summary  # the ball's position, from its ground truth
     assert (tmp_path / "stage1" / "pipeline" / "model_index.json").is_file()
     assert (tmp_path / "stage2-sports" / "adapter" / "adapter_model.safetensors").is_file()
     frames, _ = read_video(tmp_path / "generated.mp4")
