@@ -26,9 +26,11 @@ Introduced in notebook 06 (stage 1) and 07 (stage 2).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import shutil
 import time
@@ -38,6 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+
+from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
+from .models import pixel_size, set_model_geometry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -95,19 +100,25 @@ class TrainConfig:
     # caching, validation, checkpoints, logging
     cache: str = "memory"  # memory | disk | off
     cache_dir: str | None = None  # default: output_dir/cache
-    val_every: int = 100
+    val_every: int = 100  # 0: no validation
     val_batches: int = 4
     val_images: list[str] = field(default_factory=list)
     val_video_steps: int = 25
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    checkpoint_every: int = 100  # 0: no checkpoints
+    keep_checkpoints: int | None = 2  # the newest N are kept; null: all
+    log_every: int = 10  # 0: no loss logging (callbacks still get every step)
     report_to: str = "tensorboard"  # tensorboard | none
 
     def __post_init__(self):  # checked when the config is made, not an hour into training
         if self.technique not in ("lora", "full", "adapter"):
             raise ValueError(f"technique must be lora, full or adapter, got {self.technique!r}")
         self.objective()  # validates the objective settings (loss) now
+        for name in ("val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1 (the newest N are kept) or null (all are kept), got "
+                             f"{self.keep_checkpoints}; for no checkpoints at all set checkpoint_every=0")
 
     def objective(self):
         from .objective import ObjectiveConfig
@@ -162,15 +173,17 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     return TrainConfig(**data)
 
 
-def native_resolution(model_path: str) -> int:
-    """The pixel size a pipeline folder generates by default (UNet sample_size × VAE factor)."""
+def native_resolution(model_path: str) -> int | list[int]:
+    """The pixel size a pipeline folder generates by default (UNet sample_size × VAE factor):
+    one int for a square model, ``[H, W]`` otherwise."""
     p = Path(model_path)
     try:
         unet = json.loads((p / "unet" / "config.json").read_text())
         vae = json.loads((p / "vae" / "config.json").read_text())
     except FileNotFoundError as e:
         raise ValueError(f"{model_path}: cannot read its unet/vae config; set `resolution` in the config") from e
-    return unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    h, w = pixel_size(unet["sample_size"], 2 ** (len(vae["block_out_channels"]) - 1))
+    return h if h == w else [h, w]
 
 
 def resolve_model_path(init_from: str | Path) -> str:
@@ -294,9 +307,8 @@ class EncodedClips(torch.utils.data.Dataset):
                     h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
         h.update(json.dumps([ds.num_frames, ds.size, ds.sampling, ds.stride, ds.crop]).encode())
         for model in (self.pipe.vae, self.pipe.image_encoder):
-            for p in model.parameters():
-                h.update(p.detach().float().cpu().numpy().tobytes()[:4096])
-                h.update(str(p.detach().float().sum().item()).encode())
+            for p in model.parameters():  # every byte: a sum of the weights depends on the thread count
+                h.update(p.detach().float().cpu().numpy().tobytes())
         return h.hexdigest()[:24]
 
     @torch.no_grad()
@@ -323,7 +335,7 @@ def _save_items(path: Path, items: list[dict]):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {f"{i}.{k}": v.contiguous() for i, it in enumerate(items) for k, v in it.items()}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # two writers never share a temp file
     save_file(flat, tmp)
     tmp.replace(path)
 
@@ -365,6 +377,14 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def _diverged(what: str, step: int, out: Path, cfg: TrainConfig) -> TrainingDiverged:
+    ck = latest_checkpoint(out)
+    return TrainingDiverged(
+        f"{what} in step {step}: training stopped. Last good checkpoint: {ck or 'none yet'}. Lower "
+        f"learning_rate (now {cfg.learning_rate}), keep max_grad_norm, or use bf16 instead of fp16; "
+        "resume with --resume.")
+
+
 # ------------------------------------------------------------------ checkpoints
 
 def _rng_state() -> dict:
@@ -376,10 +396,13 @@ def _trainable_state(unet) -> dict:
     return {n: p.detach().cpu().contiguous() for n, p in unet.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, ema=None, keep: int = 2) -> Path:
+def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, ema=None, keep: int | None = 2,
+                    scaler=None) -> Path:
     """Atomic: everything goes to ``step_N.tmp/`` and is renamed to ``step_N/`` when complete.
-    Trainable weights in safetensors; optimizer/scheduler/RNG with ``torch.save``, read back
-    with ``weights_only=True`` (no arbitrary unpickling)."""
+    Trainable weights in safetensors; optimizer/scheduler/RNG, the whole EMA state (its average
+    *and* its step count, which sets the decay) and the fp16 GradScaler state with ``torch.save``,
+    read back with ``weights_only=True`` (no arbitrary unpickling). ``keep``: the newest N
+    checkpoints are kept (``None``: all)."""
     from safetensors.torch import save_file
 
     ckdir = out_dir / "checkpoints"
@@ -388,10 +411,10 @@ def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, ema=No
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_trainable_state(unet), tmp / "trainable.safetensors")
-    if ema is not None:
-        save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
     rng = _rng_state()
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "torch_rng": rng["torch"], "cuda_rng": rng["cuda"],
                 "numpy_rng": [rng["numpy"][0], rng["numpy"][1].tolist(), *rng["numpy"][2:]],
                 "python_rng": [rng["python"][0], list(rng["python"][1]), rng["python"][2]]}, tmp / "state.pt")
@@ -399,8 +422,9 @@ def save_checkpoint(out_dir: Path, step: int, unet, optimizer, scheduler, ema=No
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    for old in sorted(p for p in ckdir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep]:
-        shutil.rmtree(old)
+    if keep is not None:
+        for old in sorted(p for p in ckdir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep]:
+            shutil.rmtree(old)
     return final
 
 
@@ -410,7 +434,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return ck[-1] if ck else None
 
 
-def load_checkpoint(path: Path, unet, optimizer, scheduler, ema=None) -> int:
+def load_checkpoint(path: Path, unet, optimizer, scheduler, ema=None, scaler=None) -> int:
     from safetensors.torch import load_file
 
     weights = load_file(path / "trainable.safetensors")
@@ -418,7 +442,7 @@ def load_checkpoint(path: Path, unet, optimizer, scheduler, ema=None) -> int:
     with torch.no_grad():
         for n, v in weights.items():
             params[n].copy_(v)
-    state = torch.load(path / "state.pt", weights_only=True)
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
@@ -428,9 +452,14 @@ def load_checkpoint(path: Path, unet, optimizer, scheduler, ema=None) -> int:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
     p = state["python_rng"]
     random.setstate((p[0], tuple(p[1]), p[2]))
-    if ema is not None and (path / "ema.safetensors").is_file():
-        e = load_file(path / "ema.safetensors")
-        ema.shadow_params = [e[str(i)] for i in range(len(e))]
+    if ema is not None:
+        if state.get("ema") is None:
+            raise ValueError(f"{path}: saved by a run without EMA (or before EMA state was checkpointed); "
+                             "resume it without ema_decay")
+        ema.load_state_dict(state["ema"])
+        ema.to(device=next(unet.parameters()).device)
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     return json.loads((path / "meta.json").read_text())["step"]
 
 
@@ -466,6 +495,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     ``"val"`` (step, val_loss) and ``"video"`` (step, path, frames) — notebooks plot live with them.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
@@ -478,6 +508,9 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     out.mkdir(parents=True, exist_ok=True)
     from .device import pick_device
 
+    # accelerate keeps one AcceleratorState per process and refuses a second mixed_precision: drop an
+    # earlier run's (a notebook or a test session training bf16, then fp32); the process group stays
+    AcceleratorState._reset_state()
     # cpu=True lets torchrun / accelerate launch run several CPU processes over gloo
     acc = Accelerator(cpu=pick_device().backend == "cpu", mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
@@ -496,6 +529,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
 
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     pipe = load_pipeline(model_path, device=acc.device, dtype=torch.float32)
+    set_model_geometry(pipe, size, cfg.num_frames)  # validation videos and saved pipelines make the run's size
     pipe.vae.requires_grad_(False)
     pipe.image_encoder.requires_grad_(False)
     if weight_dtype != torch.float32:
@@ -509,8 +543,10 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     enable_checkpointing(unet, cfg.gradient_checkpointing)
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    encoded = EncodedClips(train_ds, pipe, cfg.cache, cache_dir, log)
-    val_encoded = EncodedClips(val_ds, pipe, cfg.cache, cache_dir, log) if val_ds else None
+    # a disk cache is encoded and written by the main process alone; the others wait, then load it
+    with acc.main_process_first() if cfg.cache == "disk" else contextlib.nullcontext():
+        encoded = EncodedClips(train_ds, pipe, cfg.cache, cache_dir, log)
+        val_encoded = EncodedClips(val_ds, pipe, cfg.cache, cache_dir, log) if val_ds else None
 
     params = [p for p in unet.parameters() if p.requires_grad]
     if cfg.use_8bit_adam:
@@ -540,7 +576,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
         if ck is None:
             log(f"[train] --resume: no checkpoint in {out / 'checkpoints'}, starting at step 0")
         else:
-            step = load_checkpoint(ck, acc.unwrap_model(unet), optimizer, scheduler, ema)
+            step = load_checkpoint(ck, acc.unwrap_model(unet), optimizer, scheduler, ema, acc.scaler)
             log(f"[train] resumed from {ck} at step {step}")
     if acc.is_main_process and cfg.report_to != "none":
         acc.init_trackers("i2v", config={k: str(v) for k, v in dataclasses.asdict(cfg).items()})
@@ -565,12 +601,10 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
             gens = per_sample_generators(cfg.seed, micro, range(lo, lo + len(idx)))
             with acc.accumulate(unet), acc.autocast():
                 loss = batch_loss(pipe, unet, batch, ocfg, gens)
-                if not torch.isfinite(loss):
-                    ck = latest_checkpoint(out)
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {step}: training stopped. Last good checkpoint: "
-                        f"{ck or 'none yet'}. Lower learning_rate (now {cfg.learning_rate}), keep "
-                        "max_grad_norm, or use bf16 instead of fp16; resume with --resume.")
+                # every process gets every process's loss, so all stop together (none waits in backward)
+                step_losses = acc.gather(loss.detach()[None])
+                if not torch.isfinite(step_losses).all():
+                    raise _diverged(f"loss is {step_losses.tolist()}", step + 1, out, cfg)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -578,7 +612,12 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
                 if acc.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            losses.append(acc.gather(loss.detach()[None]).mean().item())
+            losses.append(step_losses.mean().item())
+        # non-finite gradients behind a finite loss leave non-finite weights (fp16's GradScaler skips such
+        # steps instead): stop before any checkpoint or EMA holds them; one flag, reduced over processes
+        bad = torch.stack([~torch.isfinite(p).all() for p in params]).any().float()[None]
+        if acc.reduce(bad, "sum").item() > 0:
+            raise _diverged("the weights are not finite (non-finite gradients)", step + 1, out, cfg)
         step += 1
         if ema is not None:
             ema.step(params)
@@ -587,10 +626,10 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
         info = {"step": step, "loss": float(np.mean(losses[-cfg.grad_accum:])), "lr": lr}
         for cb in callbacks:
             cb("step", info)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.max_steps):
             bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every * cfg.grad_accum:]):.4f}", lr=f"{lr:.2e}")
             acc.log({"train/loss": info["loss"], "train/lr": lr}, step=step)
-        if val_encoded is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
+        if val_encoded is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
             unet.eval()
             last_val = validation_loss(pipe, unet, val_encoded, cfg, acc.device)
             unet.train()
@@ -602,7 +641,8 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(out, step, acc.unwrap_model(unet), optimizer, scheduler, ema, cfg.keep_checkpoints)
+                save_checkpoint(out, step, acc.unwrap_model(unet), optimizer, scheduler, ema, cfg.keep_checkpoints,
+                                acc.scaler)
     bar.close()
     acc.wait_for_everyone()
     seconds = time.time() - t0
@@ -627,27 +667,50 @@ def _validation_videos(pipe, unet, cfg, out: Path, step: int, acc, callbacks):
     from .video_io import read_image, write_video
 
     unet.eval()
+    # with mixed precision the frozen VAE is bf16/fp16 but the prepared UNet returns fp32 latents, which the
+    # pipeline decodes as they are: decode with an fp32 VAE (bf16/fp16 -> fp32 -> back is exact)
+    vae_dtype = pipe.vae.dtype
+    torch.nn.Module.to(pipe.vae, torch.float32)
     for i, img in enumerate(cfg.val_images):
-        frames = generate(pipe, read_image(img), num_frames=cfg.num_frames, steps=cfg.val_video_steps, seed=i)
-        path = write_video(out / "validation" / f"step_{step:06d}_{i}.mp4", frames, fps=7)
+        # a bare image, so the pipeline's own defaults, as `i2v sample` uses them
+        frames = generate(pipe, read_image(img), num_frames=cfg.num_frames, steps=cfg.val_video_steps, seed=i,
+                          fps=DEFAULT_FPS, motion_bucket_id=DEFAULT_MOTION_BUCKET)
+        path = write_video(out / "validation" / f"step_{step:06d}_{i}.mp4", frames, fps=DEFAULT_FPS)
         for tracker in acc.trackers:
             if tracker.name == "tensorboard":
                 tracker.writer.add_images(f"val/video_{i}", frames[::max(1, len(frames) // 4)], step,
                                           dataformats="NHWC")
         for cb in callbacks:
             cb("video", {"step": step, "path": str(path), "frames": frames})
+    torch.nn.Module.to(pipe.vae, vae_dtype)
     unet.train()
+
+
+def restore_frozen_weights(pipe, model_path: str) -> None:
+    """Put the exact fp32 values of ``model_path`` back into every frozen parameter of ``pipe``'s UNet,
+    VAE and CLIP tower. With mixed precision, training keeps these in bf16/fp16
+    (:func:`cast_frozen_weights`); a saved model must not carry that rounding. A layer wrapped by
+    peft (``x.base_layer.weight``) takes the base's ``x.weight``."""
+    from .models import load_pipeline
+
+    base = load_pipeline(model_path, device="cpu", dtype=torch.float32)
+    with torch.no_grad():
+        for name in ("unet", "vae", "image_encoder"):
+            exact = dict(getattr(base, name).named_parameters())
+            for n, p in getattr(pipe, name).named_parameters():
+                if not p.requires_grad:
+                    p.data = exact[n.replace(".base_layer.", ".")].data.to(p.device)
 
 
 def save_result(pipe, unet, cfg: TrainConfig, out: Path) -> dict:
     """The documented run layout: ``adapter/`` + ``merged/`` (LoRA), ``pipeline/`` (full) or
-    ``adapters/`` (adapter layers, which cannot be merged: sample with ``--adapters``)."""
+    ``adapters/`` (adapter layers, which cannot be merged: sample with ``--adapters``).
+
+    Weights that were not trained are saved bit-identical to ``init_from`` (fp32), also after a
+    bf16/fp16 run, and ``merged/`` is base + adapter merged in fp32."""
     from .lora import save_lora, unload_lora
 
     unet.eval()
-    # frozen weights may be in bf16/fp16 (cast_frozen_weights): merge and save in fp32. nn.Module.to,
-    # because diffusers' ModelMixin.to warns about "modules to keep in float32" even when there are none
-    torch.nn.Module.to(unet, torch.float32)
     paths = {}
     if cfg.technique == "adapter":
         from .adapters import remove_adapters, save_adapters
@@ -655,6 +718,9 @@ def save_result(pipe, unet, cfg: TrainConfig, out: Path) -> dict:
         paths["adapters"] = str(save_adapters(unet, out / "adapters", base_model=resolve_model_path(cfg.init_from)))
         remove_adapters(unet)
         return paths
+    pipe.unet = unet
+    if cfg.mixed_precision != "no":
+        restore_frozen_weights(pipe, resolve_model_path(cfg.init_from))
     if cfg.technique == "lora":
         paths["adapter"] = str(save_lora(unet, out / "adapter"))
         unload_lora(unet, merge=True)
@@ -663,9 +729,6 @@ def save_result(pipe, unet, cfg: TrainConfig, out: Path) -> dict:
         target = out / "pipeline"
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.unet = unet
-    torch.nn.Module.to(pipe.vae, torch.float32)
-    pipe.image_encoder.to(torch.float32)
     pipe.save_pretrained(tmp, safe_serialization=True)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

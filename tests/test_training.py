@@ -58,6 +58,103 @@ def test_lora_run_trains_only_the_adapter_and_writes_the_layout(base, tmp_path):
                        load_file(out / "merged" / "vae" / "diffusion_pytorch_model.safetensors")["decoder.conv_out.weight"])
 
 
+def _bf16_run(base, out, **kw):
+    """2 bf16 steps with a validation loss and a validation video at step 2."""
+    events = []
+    res = train(_cfg(base, out, mixed_precision="bf16", max_steps=2, checkpoint_every=0, max_train_samples=2,
+                     max_val_samples=2, val_video_steps=1,
+                     val_images=f"[{REPO / 'data_samples/sports/val/0000.png'}]", **kw),
+                callbacks=[lambda e, i: events.append((e, i))], log=lambda *a: None)
+    videos = [i for e, i in events if e == "video"]
+    assert res["steps"] == 2 and np.isfinite(res["val_loss"]) and len(videos) == 1
+    assert Path(videos[0]["path"]).is_file() and videos[0]["frames"].shape == (4, 64, 64, 3)
+    return res
+
+
+def _untouched_are_exact(base, saved, trained=lambda key: False):
+    """Every weight of ``saved`` except the ``trained`` keys is bit-identical to ``base`` (fp32)."""
+    for part in ("unet/diffusion_pytorch_model", "vae/diffusion_pytorch_model", "image_encoder/model"):
+        before, after = load_file(base / f"{part}.safetensors"), load_file(saved / f"{part}.safetensors")
+        assert before.keys() == after.keys()
+        for k in before:
+            if not trained(k):
+                assert after[k].dtype == torch.float32, (part, k)
+                assert torch.equal(before[k], after[k]), f"{part} {k}: not the base's exact value"
+
+
+def test_bf16_lora_run_validates_and_saves_base_plus_adapter_exactly(base, tmp_path):
+    """bf16 keeps bf16 copies of the frozen weights for training; the validation video must decode, and
+    merged/ must be the fp32 base + the adapter, not the bf16-rounded base + the adapter."""
+    out = tmp_path / "bf16-lora"
+    _bf16_run(base, out, technique="lora", lora_rank=4)
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    conf = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    scale = conf["lora_alpha"] / conf["r"]
+    targets = {k[len("base_model.model."):-len(".lora_A.weight")] for k in adapter if k.endswith(".lora_A.weight")}
+    _untouched_are_exact(base, out / "merged", trained=lambda k: k[:-len(".weight")] in targets)
+    before = load_file(base / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(out / "merged" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert targets and any(adapter[f"base_model.model.{t}.lora_B.weight"].abs().max() > 0 for t in targets)
+    for t in targets:
+        delta = adapter[f"base_model.model.{t}.lora_B.weight"] @ adapter[f"base_model.model.{t}.lora_A.weight"]
+        assert torch.allclose(after[f"{t}.weight"], before[f"{t}.weight"] + scale * delta, rtol=0, atol=1e-7), t
+
+
+def test_bf16_full_run_validates_and_keeps_untrained_weights_exact(base, tmp_path):
+    out = tmp_path / "bf16-full"
+    _bf16_run(base, out, technique="full", full_subset="temporal_transformer_block")
+    _untouched_are_exact(base, out / "pipeline", trained=lambda k: "temporal_transformer_block" in k)
+    # and the run's own pipeline samples
+    from i2v_helpers.models import load_pipeline
+    from i2v_helpers.sampling import generate
+    from i2v_helpers.video_io import read_image
+
+    pipe = load_pipeline(out / "pipeline", device="cpu", dtype=torch.float32)
+    frames = generate(pipe, read_image(REPO / "data_samples/sports/val/0000.png"), num_frames=4, steps=1)
+    assert frames.shape == (4, 64, 64, 3)
+
+
+def test_checkpoint_restores_the_grad_scaler(tmp_path):
+    """fp16: the loss scale (and its growth counter) is part of the exact resume state."""
+    from i2v_helpers.models import build_tiny_unet
+    from i2v_helpers.training import load_checkpoint, save_checkpoint
+
+    unet = build_tiny_unet(TinySVDConfig(num_frames=4))
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    scaler.scale(torch.ones(()))  # lazily creates the scale and the growth tracker
+    scaler.update(1024.0)
+    scaler._growth_tracker.fill_(2)
+    ck = save_checkpoint(tmp_path, 2, unet, opt, sched, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    assert load_checkpoint(ck, unet, opt, sched, scaler=fresh) == 2
+    assert fresh.get_scale() == 1024.0 and fresh._get_growth_tracker() == 2
+
+
+def test_zero_turns_logging_and_validation_off_and_checkpoint_keeping_is_defined(base, tmp_path):
+    from i2v_helpers.models import build_tiny_unet
+    from i2v_helpers.training import save_checkpoint
+
+    events = []
+    res = train(_cfg(base, tmp_path / "off", val_every=0, log_every=0, max_steps=2, checkpoint_every=0,
+                     max_train_samples=2), callbacks=[lambda e, i: events.append(e)], log=lambda *a: None)
+    assert res["steps"] == 2 and res["val_loss"] is None and events == ["step", "step"]
+    with pytest.raises(ValueError, match="keep_checkpoints must be >= 1"):
+        load_config("tiny-stage1", ["keep_checkpoints=0"])
+    with pytest.raises(ValueError, match="val_every must be >= 0"):
+        load_config("tiny-stage1", ["val_every=-1"])
+    unet = build_tiny_unet(TinySVDConfig(num_frames=4))
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    for keep, left in ((None, [1, 2, 3]), (1, [3])):
+        for step in (1, 2, 3):
+            save_checkpoint(tmp_path / str(keep), step, unet, opt, sched, keep=keep)
+        assert sorted(p.name for p in (tmp_path / str(keep) / "checkpoints").iterdir()) == \
+            [f"step_{s:06d}" for s in left]
+    assert load_config("tiny-stage1", ["keep_checkpoints=null"]).keep_checkpoints is None
+
+
 def test_full_subset_changes_only_matching_parameters(base, tmp_path):
     out = tmp_path / "full"
     train(_cfg(base, out, technique="full", full_subset="temporal_transformer_block"), log=lambda *a: None)
@@ -67,30 +164,62 @@ def test_full_subset_changes_only_matching_parameters(base, tmp_path):
     assert changed and all("temporal_transformer_block" in k for k in changed)
 
 
-def test_resume_matches_an_uninterrupted_run(base, tmp_path):
-    full = train(_cfg(base, tmp_path / "a", technique="full"), log=lambda *a: None)
+@pytest.mark.parametrize("kw", [{}, dict(ema_decay=0.9, grad_accum=2, val_manifest="null", max_train_samples=4)],
+                         ids=["plain", "ema-accum2"])
+def test_resume_matches_an_uninterrupted_run(base, tmp_path, kw):
+    """With EMA the saved UNet is the average: a resume that restarted the average (diffusers' decay is 0
+    on its first step) would save the step-3 weights' average, not the uninterrupted run's."""
+    kw = dict(technique="full", **kw)
+    full = train(_cfg(base, tmp_path / "a", **kw), log=lambda *a: None)
 
     def crash(event, info):
         if event == "step" and info["step"] == 3:
             raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
 
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(base, tmp_path / "b", technique="full"), callbacks=[crash], log=lambda *a: None)
+        train(_cfg(base, tmp_path / "b", **kw), callbacks=[crash], log=lambda *a: None)
     assert latest_checkpoint(tmp_path / "b").name == "step_000002"
     assert not (tmp_path / "b" / "pipeline").exists()
-    resumed = train(_cfg(base, tmp_path / "b", technique="full"), resume=True, log=lambda *a: None)
+    resumed = train(_cfg(base, tmp_path / "b", **kw), resume=True, log=lambda *a: None)
     a = load_file(tmp_path / "a" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(tmp_path / "b" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical
     assert resumed["steps"] == full["steps"] == 4
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_checkpoint(base, tmp_path):
-    with pytest.raises(TrainingDiverged, match="Last good checkpoint"):
-        train(_cfg(base, tmp_path / "nan", technique="full", learning_rate=1e30, max_steps=6), log=lambda *a: None)
+    """lr 1e30: step 1 leaves huge but finite weights (checkpointed), step 2's loss is not finite."""
+    with pytest.raises(TrainingDiverged, match=r"loss is .*Last good checkpoint: .*step_000001"):
+        train(_cfg(base, tmp_path / "nan", technique="full", learning_rate=1e30, max_steps=6, checkpoint_every=1,
+                   val_manifest="null", max_train_samples=4), log=lambda *a: None)
     ck = latest_checkpoint(tmp_path / "nan")
-    if ck is not None:  # whatever was saved before the blow-up is complete and loadable
-        assert all(torch.isfinite(v).all() for v in load_file(ck / "trainable.safetensors").values())
+    assert ck.name == "step_000001"  # complete, loadable and finite
+    assert all(torch.isfinite(v).all() for v in load_file(ck / "trainable.safetensors").values())
+
+
+def test_non_finite_gradients_behind_a_finite_loss_stop_before_the_next_checkpoint(base, tmp_path, monkeypatch):
+    """A NaN gradient in step 4 (finite loss) must stop training in step 4: the step-4 checkpoint would
+    hold NaN weights. Before, the NaN weights were checkpointed and the run stopped one step later."""
+    import i2v_helpers.training as training
+
+    real_apply, backwards = training.apply_technique, []
+
+    def apply_with_a_nan_gradient_in_step_4(unet, cfg):
+        report = real_apply(unet, cfg)
+        p = next(p for p in unet.parameters() if p.requires_grad)
+        backwards.clear()
+        p.register_hook(lambda g: (backwards.append(1), g * float("nan") if len(backwards) == 4 else g)[1])
+        return report
+
+    monkeypatch.setattr(training, "apply_technique", apply_with_a_nan_gradient_in_step_4)
+    out = tmp_path / "nan-grad"
+    with pytest.raises(TrainingDiverged) as err:
+        train(_cfg(base, out, technique="full", max_steps=6, val_manifest="null", max_train_samples=4),
+              log=lambda *a: None)
+    ck = latest_checkpoint(out)
+    assert ck.name == "step_000002"
+    assert all(torch.isfinite(v).all() for v in load_file(ck / "trainable.safetensors").values())
+    assert "weights are not finite" in str(err.value) and "in step 4" in str(err.value)
 
 
 def test_cached_and_uncached_give_the_same_loss(base):
@@ -119,6 +248,12 @@ def test_disk_cache_is_reused_and_keyed(base, tmp_path):
     second = EncodedClips(ds, pipe, "disk", tmp_path, log=msgs.append)
     assert "encoded" in msgs[0] and "loaded" in msgs[1]
     assert torch.equal(first[3]["latents"], second[3]["latents"])
+    threads = torch.get_num_threads()
+    try:  # the key is the same whatever the thread count (a notebook's and torchrun's OMP_NUM_THREADS=1)
+        keys = {torch.set_num_threads(n) or first.cache_key() for n in (1, 2)}
+    finally:
+        torch.set_num_threads(threads)
+    assert keys == {first.cache_key()}
     ds8 = VideoClipDataset(REPO / "data_samples/general/val.jsonl", num_frames=8, size=64)
     assert EncodedClips(ds8, pipe, "disk", tmp_path, log=msgs.append).cache_key() != first.cache_key()
 
@@ -132,7 +267,8 @@ out = Path(sys.argv[1])
 unet = build_tiny_unet(TinySVDConfig(num_frames=4))
 opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-unet(torch.randn(1, 4, 32, 8, 8), torch.tensor([0.1]), encoder_hidden_states=torch.randn(1, 1, 64),
+c, s = unet.config.in_channels, unet.config.sample_size
+unet(torch.randn(1, 4, c, s, s), torch.tensor([0.1]), encoder_hidden_states=torch.randn(1, 1, 64),
      added_time_ids=torch.tensor([[7.0, 127.0, 0.02]])).sample.mean().backward()
 opt.step()
 save_checkpoint(out, 2, unet, opt, sched)
@@ -164,25 +300,37 @@ def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one_loadable(tmp_p
     assert len(opt.state) > 0  # optimizer moments restored
 
 
-def test_two_process_cpu_run_matches_one_process(base, tmp_path):
-    """DDP over gloo on 2 CPU processes, 2 clips each = 1 process with 4 clips: same losses and weights."""
+def _torchrun(nproc: int, sets: list[str], timeout: float = 300):
+    import os
     import subprocess
     import sys
 
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port",
+           str(29500 + nproc), "-m", "i2v_helpers.cli", "train", "tiny-stage1",
+           *[a for kv in sets for a in ("--set", kv)]]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_two_process_cpu_run_matches_one_process(base, tmp_path):
+    """DDP over gloo on 2 CPU processes, 2 clips each = 1 process with 4 clips: same losses and weights.
+    With checkpoints, validation and a disk cache on: the main process encodes and writes the cache,
+    the other waits and loads it (before, both encoded and wrote the same temporary file)."""
     common = [f"init_from={base}", "technique=full", "num_frames=4", "max_steps=3", "report_to=none",
-              "val_manifest=null", "checkpoint_every=0", "lr_warmup_steps=0",
-              "train_manifest=" + str(REPO / "data_samples/general/val.jsonl")]
+              "checkpoint_every=2", "lr_warmup_steps=0", "cache=disk", "val_every=3", "val_batches=1",
+              "max_val_samples=2", "val_video_steps=1",
+              "train_manifest=" + str(REPO / "data_samples/general/val.jsonl"),
+              "val_manifest=" + str(REPO / "data_samples/sports/val.jsonl")]
 
     def run(nproc, batch, out):
-        sets = [a for kv in common + [f"batch_size={batch}", f"output_dir={out}"] for a in ("--set", kv)]
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port",
-               str(29500 + nproc), "-m", "i2v_helpers.cli", "train", "tiny-stage1", *sets]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ,
-                                                                       "OMP_NUM_THREADS": "1"})
+        res = _torchrun(nproc, common + [f"batch_size={batch}", f"output_dir={out}"])
         assert res.returncode == 0, res.stderr[-3000:]
-        return json.loads((out / "result.json").read_text())
+        return res.stdout, json.loads((out / "result.json").read_text())
 
-    one, two = run(1, 4, tmp_path / "one"), run(2, 2, tmp_path / "two")
+    (_, one), (log, two) = run(1, 4, tmp_path / "one"), run(2, 2, tmp_path / "two")
+    assert log.count("[cache] encoded") == 2 and log.count("[cache] loaded") == 2  # (train + val) x 1
+    assert latest_checkpoint(tmp_path / "two").name == "step_000002" and abs(two["val_loss"] - one["val_loss"]) < 1e-4
+    assert (tmp_path / "two" / "validation" / "step_000003_0.mp4").is_file()
     assert len(one["loss_history"]) == len(two["loss_history"]) == 3
     assert np.allclose(one["loss_history"], two["loss_history"], rtol=1e-4, atol=1e-5)
     a = load_file(tmp_path / "one" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
@@ -217,3 +365,68 @@ def test_live_training_plot_records_outside_a_notebook():
     assert plot.steps == [1, 2, 3, 4] and plot.val_losses == [0.3] and list(plot.videos) == [4]
     fig = plot.figure()
     assert len(fig.axes[0].lines) == 2  # train (per step) + validation; the running mean needs 10 steps
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(base, tmp_path):
+    """2 processes; only process 1's first batch holds a NaN latent (a poisoned disk cache). Both must stop
+    with TrainingDiverged (before, process 1 stopped alone and process 0 waited in backward's all-reduce)."""
+    from i2v_helpers.data import VideoClipDataset
+    from i2v_helpers.models import load_pipeline
+    from i2v_helpers.training import _batches, _save_items
+
+    sets = [f"init_from={base}", "technique=full", "num_frames=4", "max_steps=3", "report_to=none", "batch_size=2",
+            "checkpoint_every=0", "lr_warmup_steps=0", "cache=disk", f"cache_dir={tmp_path / 'cache'}",
+            "val_manifest=null", "max_train_samples=4", f"output_dir={tmp_path / 'run'}",
+            "train_manifest=" + str(REPO / "data_samples/general/val.jsonl")]
+    cfg = load_config("tiny-stage1", sets)
+    ds = VideoClipDataset(cfg.train_manifest, cfg.num_frames, 64, cfg.sampling, cfg.stride)
+    ds.entries = ds.entries[:4]
+    clips = EncodedClips(ds, load_pipeline(base, device="cpu", dtype=torch.float32), "disk", tmp_path / "cache",
+                         log=lambda *a: None)
+    first_global_batch = _batches(4, 4, cfg.seed, 0)[0]  # process 0 takes its first 2 clips, process 1 the rest
+    clips.items[first_global_batch[2]]["latents"][:] = float("nan")
+    _save_items(tmp_path / "cache" / f"{clips.cache_key()}.safetensors", clips.items)
+    res = _torchrun(2, sets, timeout=240)
+    assert res.returncode != 0
+    assert res.stderr.count("error: loss is") == 2, res.stderr[-3000:]
+
+
+def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(base, tmp_path):
+    """A real ``i2v train`` process is SIGKILLed at a random moment after its step-2 checkpoint (during a
+    step, or half-way through writing a checkpoint), then ``--resume``d: its trainable weights end
+    bit-identical to an uninterrupted run's (both runs in subprocesses with the same thread count). With EMA,
+    so the saved UNet is the average and the raw weights are compared in the last checkpoint."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sets = [f"init_from={base}", "technique=full", "num_frames=4", "batch_size=2", "max_steps=6", "report_to=none",
+            "checkpoint_every=1", "lr_warmup_steps=0", "val_manifest=null", "max_train_samples=4", "ema_decay=0.9",
+            "train_manifest=" + str(REPO / "data_samples/general/val.jsonl")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cmd(out, *extra):
+        return [sys.executable, "-m", "i2v_helpers.cli", "train", "tiny-stage1",
+                *[a for kv in sets + [f"output_dir={out}"] for a in ("--set", kv)], *extra]
+
+    whole = subprocess.run(cmd(tmp_path / "whole"), capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    delay = random.uniform(0.0, 1.0)
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    t0 = time.time()
+    while not (tmp_path / "killed" / "checkpoints" / "step_000002").is_dir():
+        assert proc.poll() is None and time.time() - t0 < 120, "no step-2 checkpoint"
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "pipeline").exists(), f"finished before the kill ({delay=:.2f})"
+    resumed = subprocess.run(cmd(tmp_path / "killed", "--resume"), capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout + resumed.stderr, resumed.stderr[-2000:]
+    for f in ("pipeline/unet/diffusion_pytorch_model.safetensors", "checkpoints/step_000005/trainable.safetensors"):
+        a, b = load_file(tmp_path / "whole" / f), load_file(tmp_path / "killed" / f)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{f}: killed {delay:.2f} s after the step-2 checkpoint"
