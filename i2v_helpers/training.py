@@ -496,7 +496,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
@@ -514,6 +514,12 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     # cpu=True lets torchrun / accelerate launch run several CPU processes over gloo
     acc = Accelerator(cpu=pick_device().backend == "cpu", mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=str(out))
+    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        # checkpoints and results read the unwrapped model's parameters on the main process, which a
+        # sharded run does not hold whole
+        raise ValueError(f"distributed type {acc.distributed_type.value} is not supported: this trainer runs one "
+                         "process or DDP (accelerate launch / torchrun, CPU or GPU); run `accelerate config` "
+                         "again and choose multi-GPU without FSDP / DeepSpeed")
     set_seed(cfg.seed)
     (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 

@@ -155,6 +155,16 @@ def test_zero_turns_logging_and_validation_off_and_checkpoint_keeping_is_defined
     assert load_config("tiny-stage1", ["keep_checkpoints=null"]).keep_checkpoints is None
 
 
+def test_sharded_runs_are_refused_up_front(base, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    with pytest.raises(ValueError, match="FSDP is not supported"):
+        train(_cfg(base, tmp_path / "run", max_steps=1))
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything is written
+
+
 def test_full_subset_changes_only_matching_parameters(base, tmp_path):
     out = tmp_path / "full"
     train(_cfg(base, out, technique="full", full_subset="temporal_transformer_block"), log=lambda *a: None)
