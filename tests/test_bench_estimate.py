@@ -5,20 +5,26 @@ import subprocess
 import sys
 
 import torch
+from diffusers import UNetSpatioTemporalConditionModel
 
 from i2v_helpers.bench import BenchSetup, bench_train, format_bench
 from i2v_helpers.estimate import _trace, estimate_memory, unet_activation_bytes
-from i2v_helpers.models import TinySVDConfig, build_tiny_unet
+from i2v_helpers.models import TINY_SVD_DIR, TinySVDConfig, build_tiny_unet
 from i2v_helpers.training import load_config
 
 
 def test_bench_train_reports_both_loops_on_the_same_setup():
+    import time
+
+    t0 = time.perf_counter()
     res = bench_train(BenchSetup(preset="tiny", frames=4, warmup=0, steps=1), device="cpu")
+    wall = time.perf_counter() - t0
+    # the two timed steps happened inside this call: together they cannot exceed its wall time
+    assert 0 < res["naive"]["step_s"] + res["trainer"]["step_s"] < wall
     for kind in ("naive", "trainer"):
         r = res[kind]
-        assert r["step_s"] > 0 and r["samples_per_s"] == 1 / r["step_s"] and r["peak_mem_bytes"] > 2 ** 20
+        assert r["peak_mem_bytes"] > 2 ** 20  # at least the model's weights
         assert r["trainable"] == res["naive"]["trainable"]  # same model, same technique
-    assert res["speedup"] == res["trainer"]["samples_per_s"] / res["naive"]["samples_per_s"]
     assert res["trainer"]["model_tflop_per_step"] > 0
     text = format_bench(res)
     assert "naive" in text and "trainer" in text and "speedup" in text
@@ -55,11 +61,16 @@ def test_checkpointing_modes_order_and_estimate_breakdown():
     est = estimate_memory(load_config("tiny-stage1"))
     parts = ("unet_weights_frozen", "unet_weights_trainable", "autocast_weight_copies", "vae_clip_weights",
              "gradients", "optimizer_states", "ema")
-    static = sum(est[k] for k in parts) - est["gradients"]
-    assert est["total"] == static + max(est["gradients"], est["activations_no_checkpointing"])
-    accum = estimate_memory(load_config("tiny-stage1", ["grad_accum=2"]))  # earlier micro-batches' gradients stay
-    assert accum["total"] == static + est["gradients"] + est["activations_no_checkpointing"]
-    assert est["optimizer_states"] == 8 * est["trainable_parameters"]  # AdamW: two fp32 states
+    assert all(est[k] >= 0 for k in parts)
+    accum = estimate_memory(load_config("tiny-stage1", ["grad_accum=2"]))
+    # with accumulation the gradients of earlier micro-batches stay alive beside the next one's activations
+    assert accum["total"] - est["total"] == min(est["gradients"], est["activations_no_checkpointing"])
+    # known answers from the model itself: full fine-tuning trains every UNet parameter, with fp32
+    # gradients (4 bytes) and AdamW's two fp32 states (8 bytes) each
+    n = sum(p.numel() for p in UNetSpatioTemporalConditionModel.from_pretrained(
+        TINY_SVD_DIR / "unet", use_safetensors=True).parameters())
+    assert est["trainable_parameters"] == n
+    assert est["gradients"] == 4 * n and est["optimizer_states"] == 8 * n
 
 
 def test_autocast_trace_counts_the_fp32_tensors_groupnorm_leaves():
