@@ -37,7 +37,9 @@ class TinySVDConfig:
     SVD's 8× VAE, an 8×8 grid on which objects dissolved into blobs.
     Chosen by measured CPU cost (2 cores, 16 frames, 25 steps, CFG): attention at 16×16
     made a step 1.8× slower than attention only at 8×8 (309 vs 174 ms with widths
-    (64, 128)); widths (64, 96) keep the shipped weights under 20 MB (see the model card).
+    (64, 128), the machine shared with other jobs); widths (64, 96) keep the weights at 18.6 MB.
+    A whole sample (16 frames, 25 steps, CFG, decode) on 2 idle cores: v2 4.04 s, v1 2.33 s
+    (min of 3, random v2 weights; the pipeline call of ``benchmarks/RESULTS.md``'s tiny section).
 
     GroupNorm in diffusers' SVD blocks has 32 groups, so every block width is a multiple
     of 32 and ≥ 64 (with 32 channels each channel would be normalised alone, which stalls
