@@ -62,15 +62,15 @@ def cmd_make_samples(args) -> int:
 
 def cmd_sample(args) -> int:
     from .evaluation import load_model_spec, model_spec
-    from .sampling import generate, save_frames
-    from .video_io import read_image
+    from .sampling import generate
+    from .video_io import read_image, write_video
 
     pipe = load_model_spec(model_spec(args.model, args.lora, args.adapters))
     frames = generate(pipe, read_image(args.image), num_frames=args.frames, steps=args.steps, fps=args.fps,
                       motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
                       min_guidance=args.min_guidance, max_guidance=args.max_guidance, seed=args.seed,
                       height=args.height, width=args.width)
-    out = save_frames(args.out, frames, fps=args.fps)
+    out = write_video(args.out, frames, fps=args.fps)
     print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]})")
     return 0
 

@@ -11,8 +11,6 @@ Introduced in notebook 00 (one photo to video) and 02 (reverse process).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
@@ -20,7 +18,6 @@ from PIL import Image
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
 from .data import crop_box, resize_crop
 from .models import model_geometry
-from .video_io import write_video
 
 
 def _as_uint8(image) -> np.ndarray:
@@ -141,8 +138,3 @@ def trace_reverse_process(pipe, image, every: int = 1, **kwargs) -> dict:
     finally:
         del pipe.scheduler.step  # back to the class method
     return rec
-
-
-def save_frames(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) -> Path:
-    """Write ``uint8`` ``(F, H, W, 3)`` frames to .mp4 / .gif / .webm (atomic)."""
-    return write_video(path, frames, fps=fps)

@@ -48,11 +48,6 @@ def ddpm_noise(x0: torch.Tensor, t: int, alphas_cumprod: torch.Tensor, generator
     return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
-def edm_noise(x0: torch.Tensor, sigma: float, generator=None) -> torch.Tensor:
-    """x_sigma = x0 + sigma * n."""
-    return x0 + sigma * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-
-
 def lognormal_sigma_density(sigmas: np.ndarray, p_mean: float = 0.7, p_std: float = 1.6) -> np.ndarray:
     """Density over ln(sigma) of SVD's training noise levels (a normal in log space)."""
     z = (np.log(sigmas) - p_mean) / p_std
