@@ -338,9 +338,10 @@ def resize_crop(frames: np.ndarray, size: tuple[int, int], box: tuple[float, int
     return np.stack(out)
 
 
-def to_model_range(frames: np.ndarray) -> torch.Tensor:
-    """``uint8`` ``(..., H, W, 3)`` → float ``(..., 3, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(np.require(frames, requirements=["C", "W"])).float().div(127.5).sub(1).movedim(-1, -3)
+def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``uint8`` ``(..., H, W, 3)`` (an array, or a tensor on any device) → float ``(..., 3, H, W)`` in [-1, 1]."""
+    x = frames if torch.is_tensor(frames) else torch.from_numpy(np.require(frames, requirements=["C", "W"]))
+    return x.float().div(127.5).sub(1).movedim(-1, -3)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -29,17 +29,16 @@ SVD_SCHEDULER_CONFIG = dict(
 
 @dataclass
 class TinySVDConfig:
-    """Widths of the tiny SVD. Defaults are the shipped model, v2 (64×64 px, 16 frames).
+    """Widths of the tiny SVD. Defaults are v2 (64×64 px, 16 frames); the shipped weights are still
+    v1 (:data:`TINY_V1`) until v2 is built (``benchmarks/gpu_build_tiny.sh``).
 
     v2 encodes 64 px frames through a 4× VAE (three down blocks), so the UNet sees a
     **16×16 latent grid** per frame: a ball of radius 4–6 px covers 2–3 latent pixels
     and can move by fractions of a latent pixel per frame. v1 (:data:`TINY_V1`) used
     SVD's 8× VAE, an 8×8 grid on which objects dissolved into blobs.
-    Chosen by measured CPU cost (2 cores, 16 frames, 25 steps, CFG): attention at 16×16
-    made a step 1.8× slower than attention only at 8×8 (309 vs 174 ms with widths
-    (64, 128), the machine shared with other jobs); widths (64, 96) keep the weights at 18.6 MB.
-    A whole sample (16 frames, 25 steps, CFG, decode) on 2 idle cores: v2 4.04 s, v1 2.33 s
-    (min of 3, random v2 weights; the pipeline call of ``benchmarks/RESULTS.md``'s tiny section).
+    Chosen by measured CPU cost (``benchmarks/RESULTS.md``, ``i2v bench sample`` on 2 cores, 16
+    frames, 25 steps): attention at 16×16 makes a video 6.29 s; attention only at 8×8 with widths
+    (64, 96), 4.00 s (v1: 2.33 s); widths (64, 96) also keep the weights at 18.6 MB (< 20 MB).
 
     GroupNorm in diffusers' SVD blocks has 32 groups, so every block width is a multiple
     of 32 and ≥ 64 (with 32 channels each channel would be normalised alone, which stalls

@@ -300,7 +300,7 @@ def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
         f0 = torch.randint(0, f_all - cfg.vae_frames + 1, (cfg.vae_batch_clips, 1), generator=g, device=dev)
         y0, x0 = torch.randint(0, size - crop + 1, (2,), generator=g, device=dev).tolist()
         x = clips[idx, f0 + torch.arange(cfg.vae_frames, device=dev)][:, :, y0:y0 + crop, x0:x0 + crop]
-        x = x.flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1  # (B*F, 3, h, w)
+        x = to_model_range(x.flatten(0, 1))  # (B*F, 3, h, w)
         with autocast(cfg, dev):
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.mode(), num_frames=cfg.vae_frames).sample.float()
@@ -337,7 +337,7 @@ def temporal_difference_loss(rec: torch.Tensor, x: torch.Tensor, frames: int) ->
 @torch.no_grad()
 def latent_std(vae, clips: torch.Tensor) -> float:
     """Std of the VAE's posterior-mode latents of ``clips`` ``uint8`` ``(N, F, H, W, 3)``."""
-    zs = [vae.encode(to_model_range(c.numpy()).to(vae.device)).latent_dist.mode() for c in clips]
+    zs = [vae.encode(to_model_range(c).to(vae.device)).latent_dist.mode() for c in clips]
     return torch.cat(zs).std().item()
 
 
@@ -346,10 +346,24 @@ def encode_corpus(vae, clips: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Scaled latents ``(N, F, C, h, w)`` (posterior mode) of ``uint8`` clips ``(N, F, H, W, 3)``."""
     out = []
     for i in range(0, len(clips), batch):
-        x = clips[i:i + batch].to(vae.device).flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1
+        x = to_model_range(clips[i:i + batch].to(vae.device).flatten(0, 1))
         z = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
         out.append(z.unflatten(0, (-1, clips.shape[1])))
     return torch.cat(out)
+
+
+def unet_phase_loss(pipe, unet, latents, first, fps, bucket, cfg: PretrainConfig, generator=None) -> torch.Tensor:
+    """The UNet phase's loss of one batch: ``latents`` ``(B, F, C, h, w)`` scaled, ``first`` ``(B, 3, H, W)``
+    in [-1, 1], ``fps`` and ``bucket`` ``(B,)``. The CLIP tower trains with the UNet, so its embedding is
+    computed here; the noise-augmented image latent is drawn anew each step, as in fine-tuning."""
+    ocfg = ObjectiveConfig()
+    aug = sample_noise_aug(len(first), ocfg, generator, first.device)
+    with autocast(cfg, first.device):
+        with torch.no_grad():
+            img_lat = encode_image_latents(pipe.vae, first, aug, generator).float()
+        embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
+        ids = added_time_ids(fps, bucket, aug)
+        return svd_loss(unet, latents, img_lat, embeds, ids, ocfg, generator)
 
 
 def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
@@ -362,24 +376,17 @@ def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     pipe.to(dev)
     t = time.time()
     latents = encode_corpus(pipe.vae, corpus["clips"])
-    first = corpus["clips"][:, 0].to(dev).movedim(-1, 1).float() / 127.5 - 1  # (N, 3, H, W)
+    first = to_model_range(corpus["clips"][:, 0].to(dev))  # (N, 3, H, W)
     fps, bucket = corpus["fps"].to(dev), corpus["bucket"].to(dev)
     encode_s = time.time() - t
     log(f"[unet] encoded {tuple(latents.shape)} in {encode_s:.0f}s")
-    ocfg = ObjectiveConfig()
     g = torch.Generator(device=dev).manual_seed(cfg.seed + 2 + (prev or {}).get("steps", 0))
     unet = torch.compile(pipe.unet) if cfg.compile else pipe.unet
     pipe.unet.train(), pipe.image_encoder.train()
 
     def step(_):
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g, device=dev)
-        aug = sample_noise_aug(len(idx), ocfg, g, dev)
-        with autocast(cfg, dev):
-            with torch.no_grad():
-                img_lat = encode_image_latents(pipe.vae, first[idx], aug, g).float()
-            embeds = encode_clip(pipe.image_encoder, clip_pixels(first[idx], pipe.feature_extractor))
-            ids = added_time_ids(fps[idx], bucket[idx], aug)
-            return svd_loss(unet, latents[idx], img_lat, embeds, ids, ocfg, g)
+        return unet_phase_loss(pipe, unet, latents[idx], first[idx], fps[idx], bucket[idx], cfg, g)
 
     params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
     state = _train_loop("unet", step, params, cfg.unet_lr, 0.1, cfg.unet_minutes, cfg, work,
@@ -407,7 +414,7 @@ def run_decoder_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     def step(_):
         idx = torch.randint(0, len(clips), (cfg.decoder_batch_clips, 1), generator=g, device=dev)
         f0 = torch.randint(0, clips.shape[1] - nf + 1, (cfg.decoder_batch_clips, 1), generator=g, device=dev)
-        x = clips[idx, f0 + torch.arange(nf, device=dev)].flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1
+        x = to_model_range(clips[idx, f0 + torch.arange(nf, device=dev)].flatten(0, 1))
         with autocast(cfg, dev):
             with torch.no_grad():
                 z = vae.encode(x).latent_dist.mode()
@@ -479,20 +486,15 @@ def unet_throughput(model: str = "v2", batch: int = 32, precision: str = "auto",
     pipe = build_tiny_pipeline(mc).to(dev)
     pipe.vae.requires_grad_(False)
     unet = torch.compile(pipe.unet) if compile else pipe.unet
-    ocfg = ObjectiveConfig()
     n = mc.latent_size
     latents = torch.randn(batch, mc.num_frames, mc.latent_channels, n, n, device=dev)
     first = torch.rand(batch, 3, mc.resolution, mc.resolution, device=dev) * 2 - 1
+    fps, bucket = torch.full((batch,), SYNTHETIC_FPS, device=dev), torch.full((batch,), 127.0, device=dev)
     params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4)  # unfused, no clipping: as measured in benchmarks/RESULTS.md
 
     def step():
-        aug = sample_noise_aug(batch, ocfg, None, dev)
-        with autocast(cfg, dev):
-            with torch.no_grad():
-                img_lat = encode_image_latents(pipe.vae, first, aug).float()
-            embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
-            loss = svd_loss(unet, latents, img_lat, embeds, added_time_ids(SYNTHETIC_FPS, 127.0, aug), ocfg)
+        loss = unet_phase_loss(pipe, unet, latents, first, fps, bucket, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
