@@ -178,7 +178,8 @@ def _random_clips(s: BenchSetup, device, n: int):
 
 
 def _make_trainable(unet, s: BenchSetup):
-    from .training import TrainConfig, apply_technique
+    from .config import TrainConfig
+    from .techniques import apply_technique
 
     return apply_technique(unet, TrainConfig(technique=s.technique, lora_rank=s.lora_rank, init_from="bench"))
 
@@ -235,7 +236,9 @@ def trainer_step_fn(pipe, s: BenchSetup, video):
     """The trainer's step: the trainer's cache and batch collation, mixed precision with frozen
     weights in the low-precision dtype, checkpointing as set."""
     from .objective import ObjectiveConfig
-    from .training import EncodedClips, _collate, batch_loss, cast_frozen_weights, enable_checkpointing
+    from .encoded import EncodedClips, collate
+    from .techniques import cast_frozen_weights, enable_checkpointing
+    from .training import batch_loss
 
     dev = video.device
     wdt = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.mixed_precision]
@@ -251,7 +254,7 @@ def trainer_step_fn(pipe, s: BenchSetup, video):
     autocast = torch.autocast(dev.type, dtype=wdt, enabled=wdt != torch.float32)
 
     def step(i):
-        batch = _collate([cache[(i * s.batch + j) % len(cache)] for j in range(s.batch)])
+        batch = collate([cache[(i * s.batch + j) % len(cache)] for j in range(s.batch)])
         batch = {k: v.to(dev) for k, v in batch.items()}
         batch["latents"] = batch["latents"].to(wdt)
         with autocast:
@@ -389,7 +392,7 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
 
     from .device import pick_device
     from .models import TINY_SVD_DIR, load_pipeline, model_geometry
-    from .sampling import _as_pil, generate
+    from .sampling import as_pil, generate
 
     spec = pick_device()
     device = torch.device(device or spec.device)
@@ -401,7 +404,7 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
     frames = frames or model_frames
 
     def plain():
-        pipe(_as_pil(image), height=height, width=width, num_frames=frames, num_inference_steps=steps,
+        pipe(as_pil(image), height=height, width=width, num_frames=frames, num_inference_steps=steps,
              generator=torch.Generator("cpu").manual_seed(0), output_type="np")
 
     def package():

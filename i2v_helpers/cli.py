@@ -80,7 +80,7 @@ def cmd_pretrain(args) -> int:
     from .pretrain import (PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput,
                            write_model_card)
 
-    from .training import check_fields, parse_overrides
+    from .config import check_fields, parse_overrides
 
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed, vae_minutes=args.vae_minutes,
                          unet_minutes=args.unet_minutes, decoder_minutes=args.decoder_minutes)
@@ -110,7 +110,8 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training import TrainingDiverged, load_config, train
+    from .config import load_config
+    from .training import TrainingDiverged, train
 
     cfg = load_config(args.config, args.set)
     try:
@@ -184,7 +185,7 @@ def cmd_bench_sample(args) -> int:
 
 def cmd_estimate(args) -> int:
     from .estimate import estimate_memory, format_estimate
-    from .training import load_config
+    from .config import load_config
 
     cfg = load_config(args.config, args.set)
     est = estimate_memory(cfg)
@@ -205,7 +206,8 @@ def cmd_demo(args) -> int:
     from .evaluation import (MOTION_KEYS, OBJECT_KEYS, compare_models, format_comparison, format_paired, model_spec,
                              paired_difference, write_report)
     from .models import TINY_SVD_DIR
-    from .training import TrainingDiverged, load_config, train
+    from .config import load_config
+    from .training import TrainingDiverged, train
     from .video_io import read_video, write_video
     from .viz import clip_grid, side_by_side
 

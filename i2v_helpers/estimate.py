@@ -196,7 +196,7 @@ def model_configs(init_from: str) -> dict:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from .bench import svd_xt_clip_config, svd_xt_vae
-    from .training import resolve_model_path
+    from .models import resolve_model_path
 
     p = Path(resolve_model_path(init_from)) if Path(init_from).exists() else None
     with torch.device("meta"):
@@ -221,7 +221,9 @@ def estimate_memory(cfg, lora_params: int | None = None) -> dict:
     Returns a breakdown dict; ``total`` uses the config's own ``gradient_checkpointing``,
     ``total_no_checkpointing`` / ``total_checkpointing`` both variants.
     """
-    from .training import TrainConfig, apply_technique, native_resolution, resolve_model_path
+    from .config import TrainConfig
+    from .models import native_resolution, resolve_model_path
+    from .techniques import apply_technique
 
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig(**cfg)
     m = model_configs(cfg.init_from)

@@ -147,7 +147,7 @@ def load_model_spec(spec: str, device=None, dtype=None):
     :func:`i2v_helpers.models.load_pipeline`. What ``i2v sample`` and ``i2v eval`` load.
     """
     from .models import load_pipeline
-    from .training import resolve_model_path
+    from .models import resolve_model_path
 
     if spec == "baseline":
         return None

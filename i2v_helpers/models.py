@@ -10,10 +10,13 @@ Introduced in notebook 03 (inside SVD).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .device import pick_device
 
 SVD_XT_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
 TINY_SVD_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "models" / "tiny-svd"
@@ -87,7 +90,6 @@ TINY_PRESETS = {"v1": TINY_V1, "v2": TinySVDConfig()}
 
 def tiny_config_of(folder: str | Path) -> TinySVDConfig:
     """The :class:`TinySVDConfig` of a saved tiny pipeline, read from its components' ``config.json``."""
-    import json
 
     def read(name):
         return json.loads((Path(folder) / name / "config.json").read_text())
@@ -164,8 +166,6 @@ def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=No
     """
     from diffusers import StableVideoDiffusionPipeline
 
-    from .device import pick_device
-
     spec = pick_device()
     device = device or spec.device
     dtype = dtype or spec.dtype
@@ -197,6 +197,31 @@ def pixel_size(sample_size: int | list[int], vae_scale_factor: int) -> tuple[int
     """``(H, W)`` in px of a UNet ``sample_size`` (latent side, or ``[h, w]``) through the VAE."""
     h, w = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
     return h * vae_scale_factor, w * vae_scale_factor
+
+
+def native_resolution(model_path: str) -> int | list[int]:
+    """The pixel size a pipeline folder generates by default (UNet sample_size × VAE factor):
+    one int for a square model, ``[H, W]`` otherwise."""
+    p = Path(model_path)
+    try:
+        unet = json.loads((p / "unet" / "config.json").read_text())
+        vae = json.loads((p / "vae" / "config.json").read_text())
+    except FileNotFoundError as e:
+        raise ValueError(f"{model_path}: cannot read its unet/vae config; set `resolution` in the config") from e
+    h, w = pixel_size(unet["sample_size"], 2 ** (len(vae["block_out_channels"]) - 1))
+    return h if h == w else [h, w]
+
+
+def resolve_model_path(init_from: str | Path) -> str:
+    """A pipeline folder for ``init_from``: a run folder's ``merged/`` or ``pipeline/``, or as given."""
+    p = Path(init_from)
+    for sub in ("merged", "pipeline"):
+        if (p / sub / "model_index.json").is_file():
+            return str(p / sub)
+    if p.exists() and not (p / "model_index.json").is_file():
+        raise FileNotFoundError(f"{p}: no pipeline here (no model_index.json, merged/ or pipeline/); "
+                                "did the earlier stage finish?")
+    return str(init_from)
 
 
 def model_geometry(pipe) -> tuple[int, int, int]:

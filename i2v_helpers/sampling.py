@@ -30,7 +30,7 @@ def _as_uint8(image) -> np.ndarray:
     return arr
 
 
-def _as_pil(image) -> Image.Image:
+def as_pil(image) -> Image.Image:
     return Image.fromarray(_as_uint8(image))
 
 
@@ -60,7 +60,7 @@ def generate(pipe, image, num_frames: int | None = None, steps: int = 25, fps: f
     frames, h, w = model_geometry(pipe)
     num_frames, height, width = num_frames or frames, height or h, width or w
     g = torch.Generator("cpu").manual_seed(seed)
-    out = pipe(_as_pil(fit_image(image, (height, width))), height=height, width=width,
+    out = pipe(as_pil(fit_image(image, (height, width))), height=height, width=width,
                num_frames=num_frames, num_inference_steps=steps, fps=float(fps),
                motion_bucket_id=float(motion_bucket_id), noise_aug_strength=noise_aug_strength,
                min_guidance_scale=min_guidance, max_guidance_scale=max_guidance,

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from i2v_helpers.adapters import add_adapters, adapter_sites, load_adapters, remove_adapters, save_adapters
 from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, build_tiny_unet
-from i2v_helpers.training import load_config, train
+from i2v_helpers.config import load_config
+from i2v_helpers.training import train
 from unet_inputs import run_unet, unet_inputs  # tests/unet_inputs.py
 
 REPO = Path(__file__).resolve().parents[1]

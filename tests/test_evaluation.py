@@ -24,7 +24,8 @@ from i2v_helpers.models import (TinySVDConfig, build_tiny_pipeline, load_pipelin
                                 set_model_geometry)
 from i2v_helpers.motion import optical_flow
 from i2v_helpers.sampling import generate
-from i2v_helpers.training import load_config, train
+from i2v_helpers.config import load_config
+from i2v_helpers.training import train
 from i2v_helpers.video_io import read_image, read_video, write_video
 
 REPO = Path(__file__).resolve().parents[1]

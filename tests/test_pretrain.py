@@ -34,7 +34,7 @@ def test_set_overrides_are_checked_and_typed_like_train_configs():
     import pytest
 
     from i2v_helpers.pretrain import PretrainConfig
-    from i2v_helpers.training import check_fields, parse_overrides
+    from i2v_helpers.config import check_fields, parse_overrides
 
     data = check_fields(PretrainConfig, parse_overrides(["vae_lr=1e-4", "decoder_frames=16"]), "--set")
     assert data == {"vae_lr": 1e-4, "decoder_frames": 16} and isinstance(data["vae_lr"], float)

@@ -9,8 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline
-from i2v_helpers.training import (EncodedClips, TrainingDiverged, batch_loss, latest_checkpoint, load_config, train,
-                                  _collate)
+from i2v_helpers.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from i2v_helpers.config import load_config
+from i2v_helpers.encoded import EncodedClips, collate, save_items
+from i2v_helpers.training import TrainingDiverged, batch_loss, epoch_batches, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,7 +119,6 @@ def test_bf16_full_run_validates_and_keeps_untrained_weights_exact(base, tmp_pat
 def test_checkpoint_restores_the_grad_scaler(tmp_path):
     """fp16: the loss scale (and its growth counter) is part of the exact resume state."""
     from i2v_helpers.models import build_tiny_unet
-    from i2v_helpers.training import load_checkpoint, save_checkpoint
 
     unet = build_tiny_unet(TinySVDConfig(num_frames=4))
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
@@ -134,7 +135,6 @@ def test_checkpoint_restores_the_grad_scaler(tmp_path):
 
 def test_zero_turns_logging_and_validation_off_and_checkpoint_keeping_is_defined(base, tmp_path):
     from i2v_helpers.models import build_tiny_unet
-    from i2v_helpers.training import save_checkpoint
 
     events = []
     res = train(_cfg(base, tmp_path / "off", val_every=0, log_every=0, max_steps=2, checkpoint_every=0,
@@ -241,7 +241,7 @@ def test_cached_and_uncached_give_the_same_loss(base):
     ds = VideoClipDataset(REPO / "data_samples/general/val.jsonl", num_frames=4, size=64)
     cached, live = EncodedClips(ds, pipe, "memory", log=lambda *a: None), EncodedClips(ds, pipe, "off")
     assert cached.items is not None and live.items is None
-    b1, b2 = _collate([cached[0], cached[1]]), _collate([live[0], live[1]])
+    b1, b2 = collate([cached[0], cached[1]]), collate([live[0], live[1]])
     l1 = batch_loss(pipe, pipe.unet, b1, ObjectiveConfig(), torch.Generator().manual_seed(0))
     l2 = batch_loss(pipe, pipe.unet, b2, ObjectiveConfig(), torch.Generator().manual_seed(0))
     assert torch.allclose(l1, l2, atol=1e-6)
@@ -272,7 +272,7 @@ KILL_DURING_SAVE = r"""
 import os, signal, sys, torch
 from pathlib import Path
 from i2v_helpers.models import TinySVDConfig, build_tiny_unet
-from i2v_helpers.training import save_checkpoint
+from i2v_helpers.checkpoints import save_checkpoint
 out = Path(sys.argv[1])
 unet = build_tiny_unet(TinySVDConfig(num_frames=4))
 opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
@@ -296,7 +296,6 @@ def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one_loadable(tmp_p
     import sys
 
     from i2v_helpers.models import build_tiny_unet
-    from i2v_helpers.training import load_checkpoint
 
     res = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == -9, res.stderr[-1000:]
@@ -382,7 +381,6 @@ def test_a_non_finite_loss_on_one_process_stops_every_process(base, tmp_path):
     with TrainingDiverged (before, process 1 stopped alone and process 0 waited in backward's all-reduce)."""
     from i2v_helpers.data import VideoClipDataset
     from i2v_helpers.models import load_pipeline
-    from i2v_helpers.training import _batches, _save_items
 
     sets = [f"init_from={base}", "technique=full", "num_frames=4", "max_steps=3", "report_to=none", "batch_size=2",
             "checkpoint_every=0", "lr_warmup_steps=0", "cache=disk", f"cache_dir={tmp_path / 'cache'}",
@@ -393,9 +391,9 @@ def test_a_non_finite_loss_on_one_process_stops_every_process(base, tmp_path):
     ds.entries = ds.entries[:4]
     clips = EncodedClips(ds, load_pipeline(base, device="cpu", dtype=torch.float32), "disk", tmp_path / "cache",
                          log=lambda *a: None)
-    first_global_batch = _batches(4, 4, cfg.seed, 0)[0]  # process 0 takes its first 2 clips, process 1 the rest
+    first_global_batch = epoch_batches(4, 4, cfg.seed, 0)[0]  # process 0 takes its first 2 clips, process 1 the rest
     clips.items[first_global_batch[2]]["latents"][:] = float("nan")
-    _save_items(tmp_path / "cache" / f"{clips.cache_key()}.safetensors", clips.items)
+    save_items(tmp_path / "cache" / f"{clips.cache_key()}.safetensors", clips.items)
     res = _torchrun(2, sets, timeout=240)
     assert res.returncode != 0
     assert res.stderr.count("error: loss is") == 2, res.stderr[-3000:]

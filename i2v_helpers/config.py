@@ -1,0 +1,154 @@
+"""One fine-tuning run, described: :class:`TrainConfig` and how a YAML file and ``--set`` overrides make one.
+
+    cfg = load_config("tiny-stage1", ["max_steps=200", "learning_rate=3e-4"])
+
+Shipped configs live in ``i2v_helpers/configs/``; unknown keys are refused when the config is
+made (not an hour into training). Introduced in notebook 06.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .objective import ObjectiveConfig
+
+# mixed_precision → the dtype frozen weights are stored and computed in (trainable weights stay fp32)
+PRECISION_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    init_from: str = "data_samples/models/tiny-svd"
+    technique: str = "lora"  # lora | full | adapter
+    train_manifest: str = "data_samples/general/train.jsonl"
+    val_manifest: str | None = "data_samples/general/val.jsonl"
+    output_dir: str = "runs/stage1"
+    max_steps: int = 300
+    seed: int = 0
+    # data
+    num_frames: int = 16
+    resolution: int | list[int] | None = None  # px, or [H, W]; default: the model's native size
+    sampling: str = "consecutive"
+    stride: int = 1
+    batch_size: int = 4
+    grad_accum: int = 1
+    num_workers: int = 0
+    max_train_samples: int | None = None  # use only the first N clips of each manifest (quick runs, debugging)
+    max_val_samples: int | None = None
+    # optimisation
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "cosine"  # any diffusers.optimization scheduler name
+    lr_warmup_steps: int = 20
+    weight_decay: float = 1e-2
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    use_8bit_adam: bool = False
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool | str = False  # false | true (diffusers' blocks) | full (see enable_checkpointing)
+    ema_decay: float | None = None
+    # technique settings
+    lora_rank: int = 16
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lora_blocks: str = "all"  # all | spatial | temporal
+    lora_init: str | bool = True
+    full_subset: str | None = None  # e.g. "temporal_transformer_block": only matching parameter names
+    adapter_bottleneck: int = 16  # technique adapter: width of each bottleneck adapter
+    adapter_blocks: str = "all"  # all | spatial | temporal transformer blocks
+    # objective
+    p_mean: float = 0.7
+    p_std: float = 1.6
+    noise_aug_mean: float = -3.0
+    noise_aug_std: float = 0.5
+    drop_embed: float = 0.2
+    drop_image: float = 0.2
+    drop_both: float = 0.1
+    loss: str = "edm"  # edm (SVD's EDM v-prediction) | ddpm-epsilon (the seed's noise-MSE; notebook 02 shows why not)
+    # caching, validation, checkpoints, logging
+    cache: str = "memory"  # memory | disk | off
+    cache_dir: str | None = None  # default: output_dir/cache
+    val_every: int = 100  # 0: no validation
+    val_batches: int = 4
+    val_images: list[str] = field(default_factory=list)
+    val_video_steps: int = 25
+    checkpoint_every: int = 100  # 0: no checkpoints
+    keep_checkpoints: int | None = 2  # the newest N are kept; null: all
+    log_every: int = 10  # 0: no loss logging (callbacks still get every step)
+    report_to: str = "tensorboard"  # tensorboard | none
+
+    def __post_init__(self):  # checked when the config is made, not an hour into training
+        if self.technique not in ("lora", "full", "adapter"):
+            raise ValueError(f"technique must be lora, full or adapter, got {self.technique!r}")
+        self.objective()  # validates the objective settings (loss) now
+        if self.mixed_precision not in PRECISION_DTYPES:
+            raise ValueError(f"mixed_precision must be one of {sorted(PRECISION_DTYPES)}, got {self.mixed_precision!r}")
+        for name in ("val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1 (the newest N are kept) or null (all are kept), got "
+                             f"{self.keep_checkpoints}; for no checkpoints at all set checkpoint_every=0")
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of frozen weights and autocast compute (``mixed_precision``)."""
+        return PRECISION_DTYPES[self.mixed_precision]
+
+    def objective(self) -> ObjectiveConfig:
+        return ObjectiveConfig(p_mean=self.p_mean, p_std=self.p_std, noise_aug_mean=self.noise_aug_mean,
+                               noise_aug_std=self.noise_aug_std, drop_embed=self.drop_embed,
+                               drop_image=self.drop_image, drop_both=self.drop_both, loss=self.loss)
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["key=value", ...]`` (``--set``) → ``{key: value}``, values parsed as YAML."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def check_fields(cls, data: dict, where) -> dict:
+    """``data`` with unknown keys of dataclass ``cls`` rejected and float fields made floats
+    (YAML 1.1 reads ``1e-4``, without a dot, as a string). Used for TrainConfig and PretrainConfig."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown config keys {unknown}; known keys: {sorted(fields)}")
+    data = dict(data)
+    for k, v in data.items():
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and "float" in fields[k]:
+            try:
+                data[k] = float(v)
+            except ValueError:
+                raise ValueError(f"{where}: {k} must be a number, got {v!r}") from None
+    return data
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a shipped config name (``tiny-stage1``, ``svd-xt-lora``, ...)
+    or a YAML file, then ``key=value`` overrides (values parsed as YAML: ``lr=3e-4``,
+    ``val_images=[a.png,b.png]``)."""
+    p = Path(name_or_path)
+    if not p.is_file():
+        p = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not p.is_file():
+        names = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"{name_or_path}: no such config file or shipped config (shipped: {names})")
+    data = (yaml.safe_load(p.read_text()) or {}) | parse_overrides(overrides)
+    data = check_fields(TrainConfig, data, p)
+    if "adam_betas" in data:
+        data["adam_betas"] = tuple(data["adam_betas"])
+    return TrainConfig(**data)
