@@ -385,14 +385,14 @@ def format_bench(res: dict) -> str:
 
 def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats: int = 3, device=None,
                  compile: bool = False) -> dict:
-    """Seconds per generated video: :func:`i2v_helpers.sampling.generate` against a plain
+    """Seconds per generated video: :func:`i2v_helpers.generation.generate` against a plain
     ``StableVideoDiffusionPipeline.__call__`` with the same settings and seed (median of
     ``repeats`` after one warm-up each). ``compile`` wraps the UNet in ``torch.compile``."""
     import numpy as np
 
     from .device import pick_device
     from .models import TINY_SVD_DIR, load_pipeline, model_geometry
-    from .sampling import as_pil, generate
+    from .generation import as_pil, generate
 
     spec = pick_device()
     device = torch.device(device or spec.device)

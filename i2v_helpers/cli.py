@@ -53,7 +53,7 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_make_samples(args) -> int:
-    from .samples import add_objects, make_samples
+    from .course_data import add_objects, make_samples
 
     make = add_objects if args.objects_only else make_samples
     make(args.out, seed=args.seed, size=args.size, frames=args.frames, sets=args.sets)
@@ -62,7 +62,7 @@ def cmd_make_samples(args) -> int:
 
 def cmd_sample(args) -> int:
     from .evaluation import load_model_spec, model_spec
-    from .sampling import generate
+    from .generation import generate
     from .video_io import read_image, write_video
 
     pipe = load_model_spec(model_spec(args.model, args.lora, args.adapters))

@@ -26,7 +26,7 @@ from .conditioning import DEFAULT_FPS
 from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip
 from .metrics import motion_metrics, object_metrics
 from .models import model_geometry
-from .sampling import generate
+from .generation import generate
 
 MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "far_flow")
 OBJECT_KEYS = ("object_err_px", "object_kept")  # NaN for clips without objects

@@ -23,7 +23,7 @@ from i2v_helpers.metrics import (clean_flow, first_frame_psnr, motion_metrics, r
 from i2v_helpers.models import (TinySVDConfig, build_tiny_pipeline, load_pipeline, model_geometry,
                                 set_model_geometry)
 from i2v_helpers.motion import optical_flow
-from i2v_helpers.sampling import generate
+from i2v_helpers.generation import generate
 from i2v_helpers.config import load_config
 from i2v_helpers.training import train
 from i2v_helpers.video_io import read_image, read_video, write_video

@@ -11,7 +11,7 @@ import pytest
 from i2v_helpers import synth
 from i2v_helpers.data import parse_manifest
 from i2v_helpers.metrics import find_object, object_metrics, repeat_first_frame
-from i2v_helpers.samples import add_objects
+from i2v_helpers.course_data import add_objects
 from i2v_helpers.video_io import read_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -108,7 +108,7 @@ def test_bf16_full_run_validates_and_keeps_untrained_weights_exact(base, tmp_pat
     _untouched_are_exact(base, out / "pipeline", trained=lambda k: "temporal_transformer_block" in k)
     # and the run's own pipeline samples
     from i2v_helpers.models import load_pipeline
-    from i2v_helpers.sampling import generate
+    from i2v_helpers.generation import generate
     from i2v_helpers.video_io import read_image
 
     pipe = load_pipeline(out / "pipeline", device="cpu", dtype=torch.float32)

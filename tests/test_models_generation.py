@@ -13,7 +13,7 @@ from i2v_helpers import synth
 from i2v_helpers.metrics import flow_cosine, flow_epe, motion_metrics, repeat_first_frame
 from i2v_helpers.models import (TINY_SVD_DIR, TinySVDConfig, build_tiny_pipeline, component_report,
                                 load_pipeline)
-from i2v_helpers.sampling import generate, trace_reverse_process
+from i2v_helpers.generation import generate, trace_reverse_process
 from i2v_helpers.schedules import karras_sigmas, pipeline_sigmas
 from i2v_helpers.video_io import read_video
 
@@ -126,7 +126,7 @@ def test_i2v_sample_cli_writes_a_playable_video(tmp_path):
 
 
 def test_use_sampler_swaps_edm_samplers_and_back(small_pipe):
-    from i2v_helpers.sampling import use_sampler
+    from i2v_helpers.generation import use_sampler
 
     img = synth.clip_shapes(0)[0][0]
     euler = generate(small_pipe, img, num_frames=4, steps=4, seed=0)
