@@ -9,6 +9,7 @@ Introduced in notebook 05 (dataset).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS, 
         codec = "libvpx-vp9" if suffix == ".webm" else "libx264"
         h, w = frames.shape[1:3]
         with av.open(str(tmp), mode="w") as c:
-            s = c.add_stream(codec, rate=int(round(fps)) if float(fps).is_integer() else fps)
+            # PyAV wants an int or a Fraction: 25 / 4 = 6.25 fps → Fraction(25, 4); NTSC 29.97 → 30000/1001
+            s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             s.width, s.height = w + w % 2, h + h % 2
             s.pix_fmt = "yuv420p"
             if codec == "libx264":
