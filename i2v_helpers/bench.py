@@ -5,7 +5,7 @@
 * **naive** (what the seed's loop does): fp32 everywhere, the frozen VAE and CLIP encoders
   run on every step, no gradient checkpointing;
 * **trainer** (what :func:`i2v_helpers.training.train` does): encoder outputs cached once
-  (:class:`~i2v_helpers.training.EncodedClips`), the step is
+  (:class:`~i2v_helpers.encoded.EncodedClips`), the step is
   :func:`~i2v_helpers.training.batch_loss`, mixed precision with frozen weights stored in
   the low-precision dtype, optional gradient checkpointing.
 
@@ -27,6 +27,31 @@ from dataclasses import dataclass
 import torch
 
 from .conditioning import DEFAULT_MOTION_BUCKET
+from .config import PRECISION_DTYPES, TrainConfig
+from .device import pick_device
+from .encoded import EncodedClips, collate
+from .generation import as_pil, generate
+from .models import (
+    SVD_XT_FRAMES,
+    SVD_XT_SIZE,
+    TINY_SVD_DIR,
+    build_svd_xt_random,
+    build_tiny_pipeline,
+    load_pipeline,
+    model_geometry,
+)
+from .objective import (
+    ObjectiveConfig,
+    added_time_ids,
+    clip_pixels,
+    encode_clip,
+    encode_image_latents,
+    encode_video_latents,
+    sample_noise_aug,
+    svd_loss,
+)
+from .techniques import apply_technique, cast_frozen_weights, enable_checkpointing
+from .training import batch_loss
 
 # dense bf16 peak (vendor data sheets, TFLOP/s); the first key found in the device name wins
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "MI300X": 1307.4}
@@ -48,11 +73,12 @@ class BenchSetup:
     steps: int = 5
     seed: int = 0
 
-    def resolved(self, device: torch.device) -> "BenchSetup":
+    def resolved(self, device: torch.device) -> BenchSetup:
         big = self.preset == "svd-xt"
         return BenchSetup(
-            preset=self.preset, technique=self.technique, frames=self.frames or (25 if big else 16),
-            height=self.height or (576 if big else 64), width=self.width or (1024 if big else 64),
+            preset=self.preset, technique=self.technique, frames=self.frames or (SVD_XT_FRAMES if big else 16),
+            height=self.height or (SVD_XT_SIZE[0] if big else 64),
+            width=self.width or (SVD_XT_SIZE[1] if big else 64),
             batch=self.batch, lora_rank=self.lora_rank,
             mixed_precision=(("bf16" if device.type == "cuda" else "no") if self.mixed_precision == "auto"
                              else self.mixed_precision),
@@ -63,54 +89,10 @@ class BenchSetup:
 
 # ------------------------------------------------------------------ models
 
-def svd_xt_clip_config():
-    """SVD-xt's image encoder: OpenCLIP ViT-H/14 as ``CLIPVisionModelWithProjection``."""
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                            num_attention_heads=16, patch_size=14, image_size=224, projection_dim=1024,
-                            hidden_act="gelu", layer_norm_eps=1e-5)
-
-
-def svd_xt_vae():
-    """SVD-xt's ``AutoencoderKLTemporalDecoder`` config (diffusers' defaults are a 1-block toy)."""
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    return AutoencoderKLTemporalDecoder(
-        down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        latent_channels=4, sample_size=768, scaling_factor=0.18215, force_upcast=True)
-
-
-def build_svd_xt_random(device="cpu", dtype=torch.float32):
-    """A ``StableVideoDiffusionPipeline`` with SVD-xt's architectures and random weights.
-
-    diffusers' defaults for ``UNetSpatioTemporalConditionModel`` and
-    diffusers' ``UNetSpatioTemporalConditionModel`` defaults are SVD-xt's config; the VAE and CLIP
-    configs are :func:`svd_xt_vae` and :func:`svd_xt_clip_config`. Built directly on ``device``.
-    """
-    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-    from .models import SVD_SCHEDULER_CONFIG
-
-    with torch.device(device):
-        unet = UNetSpatioTemporalConditionModel(num_frames=25).to(dtype)
-        vae = svd_xt_vae().to(dtype)
-        clip = CLIPVisionModelWithProjection(svd_xt_clip_config()).to(dtype)
-    # torch.Tensor([...]) buffers (the time mixers' mix factors) ignore the device context
-    unet, vae, clip = unet.to(device), vae.to(device), clip.to(device)
-    return StableVideoDiffusionPipeline(vae=vae, image_encoder=clip, unet=unet,
-                                        scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG),
-                                        feature_extractor=CLIPImageProcessor(crop_size=224,
-                                                                             size={"shortest_edge": 224}))
-
-
 def build_bench_pipeline(preset: str, device) -> object:
     if preset == "svd-xt":
         return build_svd_xt_random(device)
     if preset == "tiny":
-        from .models import TINY_SVD_DIR, build_tiny_pipeline, load_pipeline
-
         if (TINY_SVD_DIR / "model_index.json").is_file():
             return load_pipeline(TINY_SVD_DIR, device=device, dtype=torch.float32)
         return build_tiny_pipeline().to(device)
@@ -178,9 +160,6 @@ def _random_clips(s: BenchSetup, device, n: int):
 
 
 def _make_trainable(unet, s: BenchSetup):
-    from .config import TrainConfig
-    from .techniques import apply_technique
-
     return apply_technique(unet, TrainConfig(technique=s.technique, lora_rank=s.lora_rank, init_from="bench"))
 
 
@@ -202,9 +181,6 @@ def _time_steps(step_fn, s: BenchSetup, device) -> list[float]:
 
 def naive_step_fn(pipe, s: BenchSetup, video):
     """The seed's loop: fp32, encoders every step, no checkpointing."""
-    from .objective import (ObjectiveConfig, added_time_ids, clip_pixels, encode_clip, encode_image_latents,
-                            encode_video_latents, sample_noise_aug, svd_loss)
-
     ocfg, unet = ObjectiveConfig(), pipe.unet
     opt = _optimizer(unet)
     dev = video.device
@@ -227,7 +203,7 @@ def naive_step_fn(pipe, s: BenchSetup, video):
 
 class _ClipItems(list):
     """Random clips as :class:`~i2v_helpers.data.VideoClipDataset`-style items, so the trainer's
-    own cache (:class:`~i2v_helpers.training.EncodedClips`) encodes them."""
+    own cache (:class:`~i2v_helpers.encoded.EncodedClips`) encodes them."""
 
     deterministic = True
 
@@ -235,13 +211,8 @@ class _ClipItems(list):
 def trainer_step_fn(pipe, s: BenchSetup, video):
     """The trainer's step: the trainer's cache and batch collation, mixed precision with frozen
     weights in the low-precision dtype, checkpointing as set."""
-    from .objective import ObjectiveConfig
-    from .encoded import EncodedClips, collate
-    from .techniques import cast_frozen_weights, enable_checkpointing
-    from .training import batch_loss
-
     dev = video.device
-    wdt = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.mixed_precision]
+    wdt = PRECISION_DTYPES[s.mixed_precision]
     if wdt != torch.float32:
         pipe.vae.to(dtype=wdt)
         pipe.image_encoder.to(dtype=wdt)
@@ -321,8 +292,6 @@ def _run_one(kind: str, s: BenchSetup, device, flops: bool = False) -> dict:
 def bench_train(setup: BenchSetup, device=None, modes=("naive", "trainer"), flops: bool = True) -> dict:
     """Run the naive loop and the trainer on the same setup; returns
     ``{"setup", "naive", "trainer", "speedup", "device", ...}``."""
-    from .device import pick_device
-
     device = torch.device(device or pick_device().device)
     s = setup.resolved(device)
     if device.type == "cuda":
@@ -371,13 +340,15 @@ def format_bench(res: dict) -> str:
         if r.get("error"):
             lines.append(f"{kind:<8} {r['error'][:60]}")
             continue
-        lines.append(f"{kind:<8} {r['step_s']:>8.3f} {r['samples_per_s']:>10.3f} {r['peak_mem_bytes'] / 2**30:>8.2f} GiB")
+        gib = r["peak_mem_bytes"] / 2**30
+        lines.append(f"{kind:<8} {r['step_s']:>8.3f} {r['samples_per_s']:>10.3f} {gib:>8.2f} GiB")
     if res.get("speedup"):
         lines.append(f"speedup (trainer / naive samples/s): {res['speedup']:.2f}×")
     t = res.get("trainer", {})
     if t.get("achieved_tflops"):
         mfu = f", MFU {t['mfu'] * 100:.1f} %" if t.get("mfu") else ""
-        lines.append(f"model FLOPs/step {t['model_tflop_per_step']:.2f} TFLOP, achieved {t['achieved_tflops']:.2f} TFLOP/s{mfu}")
+        lines.append(f"model FLOPs/step {t['model_tflop_per_step']:.2f} TFLOP, "
+                     f"achieved {t['achieved_tflops']:.2f} TFLOP/s{mfu}")
     return "\n".join(lines)
 
 
@@ -390,13 +361,10 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
     ``repeats`` after one warm-up each). ``compile`` wraps the UNet in ``torch.compile``."""
     import numpy as np
 
-    from .device import pick_device
-    from .models import TINY_SVD_DIR, load_pipeline, model_geometry
-    from .generation import as_pil, generate
-
     spec = pick_device()
     device = torch.device(device or spec.device)
-    pipe = load_pipeline(model or TINY_SVD_DIR, device=device, dtype=spec.dtype if device.type != "cpu" else torch.float32)
+    dtype = spec.dtype if device.type != "cpu" else torch.float32
+    pipe = load_pipeline(model or TINY_SVD_DIR, device=device, dtype=dtype)
     if compile:
         pipe.unet = torch.compile(pipe.unet)
     model_frames, height, width = model_geometry(pipe)

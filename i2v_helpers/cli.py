@@ -1,4 +1,5 @@
-"""The ``i2v`` command line: ``env``, ``data``, ``sample``, ``train``, ``bench``, ``estimate``, ``pretrain``.
+"""The ``i2v`` command line: ``env``, ``data``, ``sample``, ``train``, ``eval``, ``bench``, ``estimate``,
+``demo``, ``pretrain``.
 
 Every subcommand is a thin wrapper over a package function the notebooks call too.
 Run ``i2v -h`` or ``i2v SUBCOMMAND -h``.
@@ -11,6 +12,34 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from .bench import BenchSetup, bench_sample, bench_train, format_bench
+from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
+from .config import check_fields, load_config, parse_overrides
+from .course_data import add_objects, make_samples
+from .data import ManifestError, check_manifest, summarize
+from .demo import DemoError, run_demo
+from .device import environment_report
+from .estimate import estimate_memory, format_estimate
+from .evaluation import (
+    compare_models,
+    evaluate_generation,
+    format_comparison,
+    format_paired,
+    format_summary,
+    load_model_spec,
+    model_spec,
+    write_report,
+)
+from .generation import generate
+from .models import TINY_SVD_DIR
+from .motion import motion_score
+from .prepare import prepare_videos
+from .pretrain import PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput, write_model_card
+from .training import TrainingDiverged, train
+from .video_io import read_image, read_video, write_video
+
 
 def _table(rows: list[tuple[str, object]]) -> str:
     w = max(len(k) for k, _ in rows)
@@ -18,8 +47,6 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 
 def cmd_env(args) -> int:
-    from .device import environment_report
-
     rep = environment_report()
     if args.json:
         print(json.dumps(rep, indent=2))
@@ -29,8 +56,6 @@ def cmd_env(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from .data import ManifestError, check_manifest, summarize
-
     try:
         good, problems = check_manifest(args.manifest, args.frames, args.sampling, args.stride,
                                         args.allow_outside, decode=not args.no_decode)
@@ -40,11 +65,6 @@ def cmd_data_check(args) -> int:
     print(f"{args.manifest}: checked for {args.frames} frames, {args.sampling} sampling, stride {args.stride}")
     print(_table(list(summarize(good, problems).items())))
     if args.motion and good:
-        import numpy as np
-
-        from .motion import motion_score
-        from .video_io import read_video
-
         scores = [motion_score(read_video(e.video)[0][:args.frames]) for e in good]
         print(f"  motion px/frame  min {min(scores):.2f}  mean {np.mean(scores):.2f}  max {max(scores):.2f}")
     for p in problems:
@@ -53,19 +73,33 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_make_samples(args) -> int:
-    from .course_data import add_objects, make_samples
-
     make = add_objects if args.objects_only else make_samples
     make(args.out, seed=args.seed, size=args.size, frames=args.frames, sets=args.sets)
     return 0
 
 
-def cmd_sample(args) -> int:
-    from .evaluation import load_model_spec, model_spec
-    from .generation import generate
-    from .video_io import read_image, write_video
+def cmd_data_prepare(args) -> int:
+    size = tuple(int(x) for x in args.size.lower().split("x")) if "x" in args.size.lower() else int(args.size)
+    try:
+        summary = prepare_videos(args.raw, args.out, num_frames=args.frames, fps=args.fps, size=size,
+                                 val_fraction=args.val_fraction, max_clips_per_scene=args.max_clips_per_scene,
+                                 scene_threshold=args.scene_threshold)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{summary['clips']['train']} train and {summary['clips'].get('val', 0)} val clips from "
+          f"{summary['sources']['ok']} videos in {args.out} (train.jsonl, val.jsonl, summary.json, preview.png); "
+          f"{summary['sources']['skipped']} skipped")
+    for s in summary["skipped"]:
+        print(f"  skipped {s['path']}: {s['reason']}")
+    if "note" in summary:
+        print(f"  note: {summary['note']}")
+    return 0
 
-    pipe = load_model_spec(model_spec(args.model, args.lora, args.adapters))
+
+def cmd_sample(args) -> int:
+    model = str(TINY_SVD_DIR) if args.model is None else args.model
+    pipe = load_model_spec(model_spec(model, args.lora, args.adapters))
     frames = generate(pipe, read_image(args.image), num_frames=args.frames, steps=args.steps, fps=args.fps,
                       motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
                       min_guidance=args.min_guidance, max_guidance=args.max_guidance, seed=args.seed,
@@ -76,12 +110,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .evaluation import format_summary
-    from .pretrain import (PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput,
-                           write_model_card)
-
-    from .config import check_fields, parse_overrides
-
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed, vae_minutes=args.vae_minutes,
                          unet_minutes=args.unet_minutes, decoder_minutes=args.decoder_minutes)
     try:
@@ -110,9 +138,6 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .training import TrainingDiverged, train
-
     cfg = load_config(args.config, args.set)
     try:
         result = train(cfg, resume=args.resume)
@@ -124,9 +149,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import (compare_models, evaluate_generation, format_comparison, format_paired, format_summary,
-                             load_model_spec, model_spec, write_report)
-
     out = Path(args.out)
     if args.compare:
         specs = dict(c.split("=", 1) if "=" in c else (c, c) for c in args.compare)
@@ -146,7 +168,7 @@ def cmd_eval(args) -> int:
     res = evaluate_generation(pipe, args.manifest, tuple(args.seeds), args.steps, args.max_clips, args.frames,
                               keep_videos=args.grid_clips, size=args.size, sampling=args.sampling, stride=args.stride)
     print(format_summary(res))
-    for k, v in write_report(res, out).items():
+    for v in write_report(res, out).values():
         print(f"wrote {v}")
     return 0
 
@@ -156,8 +178,6 @@ def _ckpt_arg(v: str):
 
 
 def cmd_bench_train(args) -> int:
-    from .bench import BenchSetup, bench_train, format_bench
-
     setup = BenchSetup(preset=args.preset, technique=args.technique, frames=args.frames, height=args.height,
                        width=args.width, batch=args.batch, lora_rank=args.lora_rank,
                        mixed_precision=args.mixed_precision,
@@ -170,8 +190,6 @@ def cmd_bench_train(args) -> int:
 
 
 def cmd_bench_sample(args) -> int:
-    from .bench import bench_sample
-
     res = bench_sample(args.model, steps=args.steps, frames=args.frames, repeats=args.repeats,
                        device=args.device, compile=args.compile)
     if args.json:
@@ -184,9 +202,6 @@ def cmd_bench_sample(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .estimate import estimate_memory, format_estimate
-    from .config import load_config
-
     cfg = load_config(args.config, args.set)
     est = estimate_memory(cfg)
     print(json.dumps(est, default=str) if args.json else format_estimate(args.config, est))
@@ -194,111 +209,30 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job, end to end on the shipped data and tiny SVD: check the data, stage 1
-    (full fine-tune on general), stage 2 (LoRA on sports), the comparison table with paired
-    differences, and a generated video. ``--quick`` runs a short version of every stage."""
-    import time
-
-    from PIL import Image
-
-    from .conditioning import DEFAULT_FPS
-    from .data import check_manifest, summarize
-    from .evaluation import (MOTION_KEYS, OBJECT_KEYS, compare_models, format_comparison, format_paired, model_spec,
-                             paired_difference, write_report)
-    from .models import TINY_SVD_DIR
-    from .config import load_config
-    from .training import TrainingDiverged, train
-    from .video_io import read_video, write_video
-    from .viz import clip_grid, side_by_side
-
-    root, out = Path(args.data), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    print("== 1/5 data check")
-    for name in ("general", "sports", "animated"):
-        for split in ("train", "val"):
-            manifest = root / name / f"{split}.jsonl"
-            good, problems = check_manifest(manifest)
-            s = summarize(good, problems)
-            print(f"[data] {manifest}: {s['good entries']} good, {s['bad entries']} bad, {s['sizes']}, fps {s['fps']}")
-            for p in problems:
-                print(f"  {p}")
-            if any(p.fatal for p in problems):
-                print(f"error: fix {manifest} first (i2v data check {manifest})", file=sys.stderr)
-                return 1
-        clips = [read_video(e.video)[0] for e in good[:6]]
-        Image.fromarray(clip_grid(clips, every=2)).save(out / f"preview_{name}.png")
-    if not (TINY_SVD_DIR / "model_index.json").is_file():
-        print(f"error: the shipped model {TINY_SVD_DIR} is missing", file=sys.stderr)
-        return 1
-
-    quick = args.quick
-    common = ["checkpoint_every=0", "report_to=none"]
-    if args.max_train_clips:
-        common += [f"max_train_samples={args.max_train_clips}", f"max_val_samples={args.max_train_clips}"]
-    s1_steps = args.stage1_steps or (40 if quick else None)
-    s2_steps = args.stage2_steps or (20 if quick else None)
-    stage1, stage2 = out / "stage1", out / "stage2-sports"
+    """``i2v demo``: :func:`i2v_helpers.demo.run_demo` (data check, stage 1, stage 2, evaluation, a video)."""
     try:
-        print(f"== 2/5 stage 1: i2v train tiny-stage1 (full fine-tune on general){' --quick' if quick else ''}")
-        cfg1 = load_config("tiny-stage1", common + [f"output_dir={stage1}", f"train_manifest={root}/general/train.jsonl",
-                                                  f"val_manifest={root}/general/val.jsonl", "val_images=[]"]
-                           + ([f"max_steps={s1_steps}"] if s1_steps else []))
-        r1 = train(cfg1)
-        print(f"[stage 1] {r1['steps']} steps in {r1['seconds']:.0f} s, val loss {r1['val_loss']}")
-        print("== 3/5 stage 2: i2v train tiny-stage2-sports (LoRA on stage 1)")
-        cfg2 = load_config("tiny-stage2-sports", common + [f"init_from={stage1}", f"output_dir={stage2}",
-                                                         f"train_manifest={root}/sports/train.jsonl",
-                                                         f"val_manifest={root}/sports/val.jsonl", "val_images=[]"]
-                           + ([f"max_steps={s2_steps}"] if s2_steps else []))
-        r2 = train(cfg2)
-        print(f"[stage 2] {r2['steps']} steps in {r2['seconds']:.0f} s, {r2['share_percent']:.2f} % of the UNet trained")
+        run_demo(args.data, args.out, quick=args.quick, stage1_steps=args.stage1_steps,
+                 stage2_steps=args.stage2_steps, max_train_clips=args.max_train_clips, eval_clips=args.eval_clips,
+                 eval_seeds=args.eval_seeds, eval_steps=args.eval_steps)
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-
-    print("== 4/5 evaluation on held-out clips (same clips and seeds for every model)")
-    seeds = tuple(range(args.eval_seeds))
-    kw = dict(seeds=seeds, steps=args.eval_steps, max_clips=args.eval_clips)
-    tables = {
-        "general": compare_models({"baseline": "baseline", "base": str(TINY_SVD_DIR), "stage 1": str(stage1)},
-                                  root / "general" / "val.jsonl", **kw),
-        "sports": compare_models({"baseline": "baseline", "stage 1": str(stage1),
-                                  "stage 2": model_spec(str(stage1), lora=str(stage2 / "adapter"))},
-                                 root / "sports" / "val.jsonl", keep_videos=4, **kw),
-    }
-    summary = {}
-    for name, (a, b) in (("general", ("base", "stage 1")), ("sports", ("stage 1", "stage 2"))):
-        print(f"\n[{name}, held out]\n{format_comparison(tables[name])}\n{format_paired(tables[name], a, b)}")
-        for k in MOTION_KEYS + OBJECT_KEYS:
-            d, se, n = paired_difference(tables[name][a], tables[name][b], k)
-            if n:  # object metrics need clips with objects
-                summary[f"{name}: {b} - {a}: {k}"] = [d, se, n]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(tables["sports"]["stage 2"], out / "eval-sports-stage2")
-
-    print("== 5/5 a generated video")
-    _, truth, gen = tables["sports"]["stage 2"]["videos"][0]
-    stage1_gen = tables["sports"]["stage 1"]["videos"][0][2]
-    path = write_video(out / "generated.mp4", gen, fps=DEFAULT_FPS)
-    write_video(out / "compare_real_stage1_stage2.mp4", side_by_side(truth, stage1_gen, gen), fps=DEFAULT_FPS)
-    print(f"[video] {path} (stage 2 from a held-out sports frame); "
-          f"{out / 'compare_real_stage1_stage2.mp4'} (real | stage 1 | stage 2)")
-    print(f"done in {time.time() - t0:.0f} s; everything is in {out}/")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
-
-    p = argparse.ArgumentParser(prog="i2v", description="Image-to-video diffusion course tools")
-    sub = p.add_subparsers(dest="cmd", required=True)
-
+def _add_env_command(sub) -> None:
+    """``i2v env``."""
     e = sub.add_parser("env", help="versions, device, GPU name and memory")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_env)
 
-    d = sub.add_parser("data", help="check manifests, make the sample sets")
+
+def _add_data_commands(sub) -> None:
+    """``i2v data check``, ``i2v data prepare`` and ``i2v data make-samples``."""
+    d = sub.add_parser("data", help="check manifests, prepare your own videos, make the sample sets")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     c = dsub.add_parser("check", help="check every entry of a manifest; exit 1 if any is bad")
     c.add_argument("manifest")
@@ -309,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-decode", action="store_true", help="probe headers only (faster, misses truncation)")
     c.add_argument("--motion", action="store_true", help="also print optical-flow motion statistics")
     c.set_defaults(fn=cmd_data_check)
+    p = dsub.add_parser("prepare", help="raw videos (files or folders) -> clips, train/val manifests, summary")
+    p.add_argument("raw", nargs="+", help="video files and/or folders of videos (any length, size, frame rate)")
+    p.add_argument("--out", required=True, help="a new folder for clips/, train.jsonl, val.jsonl, summary.json")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="target frame rate: every round(src/fps)-th frame")
+    p.add_argument("--size", default="64", help="H or HxW in px (aspect kept: resize to cover, centre crop)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of source videos (not clips) for val")
+    p.add_argument("--max-clips-per-scene", type=int, default=4)
+    p.add_argument("--scene-threshold", type=float, default=27.0, help="PySceneDetect ContentDetector threshold")
+    p.set_defaults(fn=cmd_data_prepare)
     m = dsub.add_parser("make-samples", help="write data_samples/{general,sports,animated}")
     m.add_argument("--out", default="data_samples")
     m.add_argument("--seed", type=int, default=0)
@@ -319,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only add the objects ground truth to the existing manifests (media untouched)")
     m.set_defaults(fn=cmd_make_samples)
 
+
+def _add_sample_command(sub) -> None:
+    """``i2v sample``."""
     s = sub.add_parser("sample", help="generate a video from an image")
     s.add_argument("--model", default=None, help="pipeline folder or hub id (default: the shipped tiny SVD)")
     s.add_argument("--image", required=True)
@@ -337,12 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_sample)
 
+
+def _add_train_command(sub) -> None:
+    """``i2v train``."""
     t = sub.add_parser("train", help="fine-tune: i2v train CONFIG [--set key=value ...] [--resume]")
-    t.add_argument("config", help="a shipped config name (tiny-stage1, tiny-stage2-sports, svd-xt-lora, ...) or a YAML file")
+    t.add_argument("config",
+                   help="a shipped config name (tiny-stage1, tiny-stage2-sports, svd-xt-lora, ...) or a YAML file")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     t.set_defaults(fn=cmd_train)
 
+
+def _add_eval_command(sub) -> None:
+    """``i2v eval``."""
     ev = sub.add_parser("eval", help="score generations against held-out clips (and the repeat-first-frame baseline)")
     ev.add_argument("--model", default="data_samples/models/tiny-svd", help="pipeline folder, run folder, or baseline")
     ev.add_argument("--lora", default=None)
@@ -364,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compare models: baseline, NAME=PATH, NAME=PATH+lora:DIR, NAME=PATH+adapters:DIR")
     ev.set_defaults(fn=cmd_eval)
 
+
+def _add_bench_commands(sub) -> None:
+    """``i2v bench train`` and ``i2v bench sample``."""
     b = sub.add_parser("bench", help="measure training / sampling speed and memory")
     bsub = b.add_subparsers(dest="bench_cmd", required=True)
     bt = bsub.add_parser("train", help="naive loop vs the package's trainer, same model, batch and data")
@@ -393,24 +350,35 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(fn=cmd_bench_sample)
 
+
+def _add_estimate_command(sub) -> None:
+    """``i2v estimate``."""
     es = sub.add_parser("estimate", help="predicted peak training memory of a config")
     es.add_argument("config")
     es.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     es.add_argument("--json", action="store_true")
     es.set_defaults(fn=cmd_estimate)
 
+
+def _add_demo_command(sub) -> None:
+    """``i2v demo``."""
     dm = sub.add_parser("demo", help="the main job: data check, stage 1, stage 2, evaluation, a video")
     dm.add_argument("--data", default="data_samples")
     dm.add_argument("--out", default="outputs/demo")
-    dm.add_argument("--quick", action="store_true", help="40 + 20 training steps instead of 400 + 600 (a tour, not a result)")
+    dm.add_argument("--quick", action="store_true",
+                    help="40 + 20 training steps instead of 400 + 600 (a tour, not a result)")
     dm.add_argument("--stage1-steps", type=int, default=None)
     dm.add_argument("--stage2-steps", type=int, default=None)
     dm.add_argument("--max-train-clips", type=int, default=None, help="train on the first N clips only (smoke tests)")
-    dm.add_argument("--eval-clips", type=int, default=16, help="held-out clips per set (sports: the 16 basketball clips)")
+    dm.add_argument("--eval-clips", type=int, default=16,
+                    help="held-out clips per set (sports: the 16 basketball clips)")
     dm.add_argument("--eval-seeds", type=int, default=2)
     dm.add_argument("--eval-steps", type=int, default=25)
     dm.set_defaults(fn=cmd_demo)
 
+
+def _add_pretrain_command(sub) -> None:
+    """``i2v pretrain``."""
     pt = sub.add_parser("pretrain", help="(project maintainers) rebuild the shipped tiny SVD from scratch")
     pt.add_argument("phase", choices=["vae", "unet", "decoder", "finalize", "evaluate", "all", "throughput"],
                     help="all = the three phases, finalize (save to --out, model card) and evaluate; rerun to resume. "
@@ -429,15 +397,25 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a PretrainConfig field, e.g. --set device=cuda --set unet_batch=32")
     pt.set_defaults(fn=cmd_pretrain)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="i2v", description="Image-to-video diffusion course tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_env_command(sub)
+    _add_data_commands(sub)
+    _add_sample_command(sub)
+    _add_train_command(sub)
+    _add_eval_command(sub)
+    _add_bench_commands(sub)
+    _add_estimate_command(sub)
+    _add_demo_command(sub)
+    _add_pretrain_command(sub)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "cmd", None) == "sample" and args.model is None:
-        from .models import TINY_SVD_DIR
-
-        args.model = str(TINY_SVD_DIR)
     return args.fn(args)
 
 

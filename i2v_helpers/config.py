@@ -90,7 +90,8 @@ class TrainConfig:
             raise ValueError(f"technique must be lora, full or adapter, got {self.technique!r}")
         self.objective()  # validates the objective settings (loss) now
         if self.mixed_precision not in PRECISION_DTYPES:
-            raise ValueError(f"mixed_precision must be one of {sorted(PRECISION_DTYPES)}, got {self.mixed_precision!r}")
+            raise ValueError(f"mixed_precision must be one of {sorted(PRECISION_DTYPES)}, "
+                             f"got {self.mixed_precision!r}")
         for name in ("val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")

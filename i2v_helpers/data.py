@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 from .conditioning import DEFAULT_FPS, clip_fps, clip_motion_bucket
+from .metrics import warp_error
 from .motion import motion_score
 from .video_io import MediaError, probe_video, read_image, read_video
 
@@ -488,8 +489,6 @@ def clip_quality(e: ClipEntry, num_frames: int = 16) -> dict:
     px/frame), ``flicker`` (:func:`i2v_helpers.metrics.warp_error`) and ``sharpness``
     (variance of the Laplacian, mean over frames)."""
     import cv2
-
-    from .metrics import warp_error
 
     clip = read_video(e.video)[0][:num_frames]
     sharp = float(np.mean([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for f in clip]))

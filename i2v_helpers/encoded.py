@@ -76,9 +76,10 @@ class EncodedClips(torch.utils.data.Dataset):
         dev = pipe.device
         video = item["video"].to(dev, pipe.vae.dtype)[None]
         image = item["image"].to(dev)[None]
+        embeds = encode_clip(pipe.image_encoder, clip_pixels(image, pipe.feature_extractor))
         return {"latents": encode_video_latents(pipe.vae, video)[0].float().cpu(),
                 "image": item["image"].float(),
-                "image_embeds": encode_clip(pipe.image_encoder, clip_pixels(image, pipe.feature_extractor))[0].float().cpu(),
+                "image_embeds": embeds[0].float().cpu(),
                 "fps": torch.tensor(item["fps"]), "motion_bucket_id": torch.tensor(item["motion_bucket_id"])}
 
     def __len__(self):

@@ -32,6 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .config import TrainConfig
+from .models import SVD_XT_SIZE, native_resolution, resolve_model_path, svd_xt_image_encoder, svd_xt_unet, svd_xt_vae
+from .techniques import apply_technique
+
 GiB = 2 ** 30
 
 
@@ -96,7 +100,8 @@ def _bytes(t: torch.Tensor) -> int:
 
 
 def unet_activation_bytes(unet_config: dict, batch: int, frames: int, latent_hw: tuple[int, int],
-                          dtype: torch.dtype = torch.bfloat16, trainable: str = "full", autocast: bool = False) -> dict:
+                          dtype: torch.dtype = torch.bfloat16, trainable: str = "full",
+                          autocast: bool = False) -> dict:
     """Bytes autograd saves in one UNet forward, without and with gradient checkpointing.
 
     The UNet is built from ``unet_config`` on the meta device in ``dtype``. ``trainable``
@@ -195,9 +200,6 @@ def model_configs(init_from: str) -> dict:
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from .bench import svd_xt_clip_config, svd_xt_vae
-    from .models import resolve_model_path
-
     p = Path(resolve_model_path(init_from)) if Path(init_from).exists() else None
     with torch.device("meta"):
         if p is not None:
@@ -205,11 +207,11 @@ def model_configs(init_from: str) -> dict:
             unet = UNetSpatioTemporalConditionModel.from_config(unet_cfg)
             vae = AutoencoderKLTemporalDecoder.from_config(_config_json(p / "vae" / "config.json"))
             clip = CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(p / "image_encoder"))
-        else:  # a hub id: SVD-xt's architecture (diffusers' defaults), no download
-            unet = UNetSpatioTemporalConditionModel(num_frames=25)
+        else:  # a hub id: SVD-xt's architecture, no download
+            unet = svd_xt_unet()
             unet_cfg = dict(unet.config)
             vae = svd_xt_vae()
-            clip = CLIPVisionModelWithProjection(svd_xt_clip_config())
+            clip = svd_xt_image_encoder()
     count = lambda m: sum(q.numel() for q in m.parameters())  # noqa: E731
     return {"unet_config": unet_cfg, "unet": count(unet), "vae": count(vae), "clip": count(clip),
             "vae_scale": 2 ** (len(vae.config.block_out_channels) - 1), "unet_model": unet}
@@ -221,10 +223,6 @@ def estimate_memory(cfg, lora_params: int | None = None) -> dict:
     Returns a breakdown dict; ``total`` uses the config's own ``gradient_checkpointing``,
     ``total_no_checkpointing`` / ``total_checkpointing`` both variants.
     """
-    from .config import TrainConfig
-    from .models import native_resolution, resolve_model_path
-    from .techniques import apply_technique
-
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig(**cfg)
     m = model_configs(cfg.init_from)
     if cfg.resolution is None:
@@ -232,11 +230,11 @@ def estimate_memory(cfg, lora_params: int | None = None) -> dict:
             size = native_resolution(resolve_model_path(cfg.init_from))
             hw = (size, size) if isinstance(size, int) else tuple(size)
         except (FileNotFoundError, OSError):
-            hw = (576, 1024)  # SVD-xt's native size
+            hw = SVD_XT_SIZE
     else:
         hw = (cfg.resolution, cfg.resolution) if isinstance(cfg.resolution, int) else tuple(cfg.resolution)
-    low = {"no": 4, "fp16": 2, "bf16": 2}[cfg.mixed_precision]
-    compute_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+    compute_dtype = cfg.weight_dtype  # config.PRECISION_DTYPES
+    low = compute_dtype.itemsize  # bytes of a frozen weight: 4 (no), 2 (fp16, bf16)
     unet = m.pop("unet_model")
     trainable = lora_params if lora_params is not None else apply_technique(unet, cfg)["trainable"]
     frozen = m["unet"] - trainable if cfg.technique == "full" else m["unet"]  # LoRA / adapters add parameters

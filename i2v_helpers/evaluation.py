@@ -17,16 +17,23 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .adapters import load_adapters
 from .conditioning import DEFAULT_FPS
-from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip
-from .metrics import motion_metrics, object_metrics
-from .models import model_geometry
+from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip, to_model_range, to_uint8
 from .generation import generate
+from .lora import load_lora_into_pipeline
+from .metrics import motion_metrics, object_metrics
+from .models import load_pipeline, model_geometry, resolve_model_path, vae_reconstruct
+from .video_io import write_video
+from .viz import side_by_side
 
 MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "far_flow")
 OBJECT_KEYS = ("object_err_px", "object_kept")  # NaN for clips without objects
@@ -62,10 +69,21 @@ def _mean_std(values) -> tuple[float, float]:
     return (float(v.mean()), float(v.std())) if len(v) else (float("nan"), float("nan"))
 
 
+def _model_name(pipe) -> str:
+    """A short name for progress lines: ``baseline``, the folder the pipeline was loaded from
+    (``run/pipeline`` for a run's pipeline or merged folder) or its class name."""
+    if pipe is None:
+        return "baseline"
+    path = Path(str(getattr(pipe, "name_or_path", None) or ""))
+    if not path.name:
+        return type(pipe).__name__
+    return f"{path.parent.name}/{path.name}" if path.name in ("pipeline", "merged") else path.name
+
+
 def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
-                        num_frames: int | None = None, noise_aug_strength: float = 0.02, progress=None,
+                        num_frames: int | None = None, noise_aug_strength: float = 0.02, progress: bool = True,
                         keep_videos: int = 0, size: tuple[int, int] | None = None, sampling: str = "consecutive",
-                        stride: int = 1) -> dict:
+                        stride: int = 1, name: str | None = None, log=None) -> dict:
     """Score ``pipe`` on the clips of ``manifest`` (first frame → ``num_frames`` frames).
 
     ``num_frames`` and ``size`` (H, W) default to the model's own
@@ -82,14 +100,20 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
     clip-seed pairs (for the object metrics, the pairs whose clip has objects); ``videos`` holds
     ``(image (H, W, 3), truth (F, H, W, 3), generated (F, H, W, 3))`` of the first ``keep_videos``
     clips (first seed).
+
+    ``progress``: a bar over clips × seeds on stderr, described with ``name`` (default: the
+    pipeline's folder, ``baseline`` for ``pipe=None``), then one line ``[eval] NAME: N videos in
+    S s`` through ``log`` (default: stderr; ``log`` given, the line is written even without the bar).
     """
     model_frames, h, w = model_geometry(pipe) if pipe is not None else (BASELINE_FRAMES, None, None)
     num_frames = num_frames or model_frames
     size = tuple(size) if size else ((h, w) if pipe is not None else None)
     entries = _entries(manifest, max_clips, num_frames, sampling, stride)
     rows, videos = [], []
-    it = entries if progress is None else progress(entries)
-    for i, e in enumerate(it):
+    name = name or _model_name(pipe)
+    start = time.perf_counter()
+    bar = tqdm(total=len(entries) * len(seeds), desc=name, unit="video", file=sys.stderr, disable=not progress)
+    for i, e in enumerate(entries):
         item = prepare_clip(e, num_frames, size, sampling, stride)
         image, gt = item["image"], item["video"]
         still = np.repeat(image[None], len(gt), axis=0)  # the baseline: the conditioning image, repeated
@@ -106,6 +130,12 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
                 videos.append((image, gt, gen))
             rows.append({"clip": e.where, "family": e.extra.get("family", ""), "seed": seed,
                          **{k: m[k] for k in METRIC_KEYS}, **{f"baseline_{k}": base[k] for k in METRIC_KEYS}})
+            bar.update()
+    bar.close()
+    if progress or log is not None:
+        n = len(rows)
+        line = f"[eval] {name}: {n} video{'s' * (n != 1)} in {time.perf_counter() - start:.0f} s"
+        (log or (lambda msg: print(msg, file=sys.stderr)))(line)
 
     def summary(prefix=""):
         return {k: _mean_std([r[prefix + k] for r in rows]) for k in METRIC_KEYS}
@@ -120,9 +150,6 @@ def vae_reconstruction_metrics(vae, clips: np.ndarray) -> dict:
     mean over clips. A generated clip is decoded by the same VAE, so a model whose latents are
     as faithful as the encoder's scores about this: a decoder that shimmers gives flow where
     the real clip is still, whatever the UNet does."""
-    from .data import to_model_range, to_uint8
-    from .models import vae_reconstruct
-
     rows = [motion_metrics(to_uint8(vae_reconstruct(vae, to_model_range(c)).cpu()), c) for c in clips]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -146,9 +173,6 @@ def load_model_spec(spec: str, device=None, dtype=None):
     ``PATH`` is a pipeline folder, a hub id or a run folder; ``device``/``dtype`` as in
     :func:`i2v_helpers.models.load_pipeline`. What ``i2v sample`` and ``i2v eval`` load.
     """
-    from .models import load_pipeline
-    from .models import resolve_model_path
-
     if spec == "baseline":
         return None
     path, *extras = spec.split("+")
@@ -156,12 +180,8 @@ def load_model_spec(spec: str, device=None, dtype=None):
     for extra in extras:
         kind, _, d = extra.partition(":")
         if kind == "lora":
-            from .lora import load_lora_into_pipeline
-
             load_lora_into_pipeline(pipe, d)
         elif kind == "adapters":
-            from .adapters import load_adapters
-
             load_adapters(pipe.unet, d)
         else:
             raise ValueError(f"{spec}: '+{extra}' is neither +lora:DIR nor +adapters:DIR")
@@ -174,12 +194,13 @@ def model_spec(path: str, lora: str | None = None, adapters: str | None = None) 
 
 
 def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
-                   progress=None, log=print, keep_videos: int = 0, num_frames: int | None = None,
+                   progress: bool = True, log=print, keep_videos: int = 0, num_frames: int | None = None,
                    size: tuple[int, int] | None = None, sampling: str = "consecutive", stride: int = 1) -> dict:
     """``{name: evaluate_generation result}`` for each ``name=spec`` on the same clips and seeds,
     at one size and frame count: ``size`` / ``num_frames`` when given, else the models' own
     (they must agree: paired differences of clips of different sizes mean nothing). The
-    baseline is scored at that geometry too, after the models."""
+    baseline is scored at that geometry too, after the models. ``progress``: a bar per model on
+    stderr (:func:`evaluate_generation`); each model's ``[eval] NAME: N videos in S s`` goes to ``log``."""
     out, geometry = {}, None
     for name, spec in specs.items():
         if spec == "baseline":
@@ -193,14 +214,16 @@ def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 2
                              f"{geometry[1]}; pass num_frames and size (--frames, --size) to compare them")
         geometry = g
         out[name] = evaluate_generation(pipe, manifest, seeds, steps, max_clips, g[0], progress=progress,
-                                        keep_videos=keep_videos, size=g[1], sampling=sampling, stride=stride)
+                                        keep_videos=keep_videos, size=g[1], sampling=sampling, stride=stride,
+                                        name=name, log=log)
         del pipe
     frames, size = geometry or (num_frames, size)
     for name, spec in specs.items():
         if spec == "baseline":
             log(f"[eval] {name}: the repeated first frame")
             out[name] = evaluate_generation(None, manifest, seeds, steps, max_clips, frames, progress=progress,
-                                            keep_videos=keep_videos, size=size, sampling=sampling, stride=stride)
+                                            keep_videos=keep_videos, size=size, sampling=sampling, stride=stride,
+                                            name=name, log=log)
     return {name: out[name] for name in specs}
 
 
@@ -273,9 +296,6 @@ def format_paired(results: dict, a: str, b: str, metrics=MOTION_KEYS + OBJECT_KE
 def write_report(result: dict, out_dir, fps: float = DEFAULT_FPS) -> dict:
     """``metrics.csv`` (a row per clip and seed), ``summary.json`` and ``grid.mp4``
     (rows of input image | ground truth | generated) in ``out_dir``."""
-    from .video_io import write_video
-    from .viz import side_by_side
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.csv", "w", newline="") as f:

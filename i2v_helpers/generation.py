@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
-from .data import crop_box, resize_crop
+from .data import crop_box, resize_crop, to_uint8
 from .models import model_geometry
 
 
@@ -103,8 +103,7 @@ def decode_latents(pipe, latents: torch.Tensor, decode_chunk_size: int | None = 
     """Scaled latents ``(1, F, C, h, w)`` → ``uint8`` ``(F, H, W, 3)`` through the pipeline's VAE."""
     f = latents.shape[1]
     video = pipe.decode_latents(latents.to(pipe.vae.dtype), f, decode_chunk_size or f)  # (1, 3, F, H, W)
-    video = video[0].permute(1, 2, 3, 0).float().cpu().numpy()
-    return ((video.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8)
+    return to_uint8(video[0].transpose(0, 1))
 
 
 @torch.no_grad()

@@ -107,7 +107,7 @@ def load_lora(unet, adapter_dir: str | Path, adapter_name: str = "default", trai
                                 "a training run keeps it in OUTPUT_DIR/adapter")
     config = LoraConfig.from_pretrained(str(d))
     add_lora(unet, config, adapter_name)
-    state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(d / ADAPTER_WEIGHTS).items()}
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(d / ADAPTER_WEIGHTS).items()}
     result = set_peft_model_state_dict(unet, state, adapter_name=adapter_name)
     missing = [k for k in getattr(result, "unexpected_keys", [])]
     if missing:

@@ -1,4 +1,4 @@
-"""The SVD model layer: load a pipeline, build the tiny SVD, count parameters.
+"""The SVD model layer: load a pipeline, build the tiny SVD or SVD-xt's architecture, count parameters.
 
 ``load_pipeline`` is the one call for the real Stable Video Diffusion (a hub id such as
 ``stabilityai/stable-video-diffusion-img2vid-xt`` or a local folder) and for the tiny
@@ -16,9 +16,12 @@ from pathlib import Path
 
 import torch
 
+from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
 from .device import pick_device
 
 SVD_XT_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
+SVD_XT_FRAMES = 25  # SVD-xt's clip length ...
+SVD_XT_SIZE = (576, 1024)  # ... and its (H, W) in px
 TINY_SVD_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "models" / "tiny-svd"
 
 # SVD's scheduler config (stabilityai/stable-video-diffusion-img2vid-xt/scheduler).
@@ -144,17 +147,68 @@ def build_tiny_image_encoder(cfg: TinySVDConfig):
         patch_size=cfg.clip_patch, projection_dim=cfg.embed_dim, hidden_act="gelu"))
 
 
-def build_tiny_pipeline(cfg: TinySVDConfig | None = None, seed: int = 0):
-    """A randomly initialised tiny ``StableVideoDiffusionPipeline`` (same classes as SVD-xt)."""
+def svd_pipeline(vae, image_encoder, unet, scheduler_config: dict):
+    """A ``StableVideoDiffusionPipeline`` of these models, an ``EulerDiscreteScheduler`` of
+    ``scheduler_config`` and SVD's 224 px ``CLIPImageProcessor``."""
     from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
     from transformers import CLIPImageProcessor
 
+    return StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=image_encoder, unet=unet, scheduler=EulerDiscreteScheduler(**scheduler_config),
+        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}))
+
+
+def build_tiny_pipeline(cfg: TinySVDConfig | None = None, seed: int = 0):
+    """A randomly initialised tiny ``StableVideoDiffusionPipeline`` (same classes as SVD-xt)."""
     cfg = cfg or TinySVDConfig()
     torch.manual_seed(seed)
-    return StableVideoDiffusionPipeline(
-        vae=build_tiny_vae(cfg), image_encoder=build_tiny_image_encoder(cfg),
-        unet=build_tiny_unet(cfg), scheduler=EulerDiscreteScheduler(**cfg.scheduler),
-        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}))
+    return svd_pipeline(build_tiny_vae(cfg), build_tiny_image_encoder(cfg), build_tiny_unet(cfg), cfg.scheduler)
+
+
+# ----------------------------------------------------------------------- SVD-xt's architecture
+
+def svd_xt_unet(num_frames: int = SVD_XT_FRAMES):
+    """SVD-xt's UNet with random weights, built on the current default device (diffusers'
+    defaults for ``UNetSpatioTemporalConditionModel`` are SVD-xt's config)."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    return UNetSpatioTemporalConditionModel(num_frames=num_frames)
+
+
+def svd_xt_unet_on_meta(num_frames: int = SVD_XT_FRAMES):
+    """SVD-xt's UNet architecture on the meta device (shapes only, no storage)."""
+    with torch.device("meta"):
+        return svd_xt_unet(num_frames)
+
+
+def svd_xt_vae():
+    """SVD-xt's ``AutoencoderKLTemporalDecoder`` (diffusers' defaults are a 1-block toy), random weights."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    return AutoencoderKLTemporalDecoder(
+        down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        latent_channels=4, sample_size=768, scaling_factor=0.18215, force_upcast=True)
+
+
+def svd_xt_image_encoder():
+    """SVD-xt's image encoder, OpenCLIP ViT-H/14 as ``CLIPVisionModelWithProjection``, random weights."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, patch_size=14,
+        image_size=224, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5))
+
+
+def build_svd_xt_random(device="cpu", dtype=torch.float32):
+    """A ``StableVideoDiffusionPipeline`` with SVD-xt's architectures (:func:`svd_xt_unet`,
+    :func:`svd_xt_vae`, :func:`svd_xt_image_encoder`) and random weights, built directly on ``device``."""
+    with torch.device(device):
+        unet = svd_xt_unet().to(dtype)
+        vae = svd_xt_vae().to(dtype)
+        clip = svd_xt_image_encoder().to(dtype)
+    # torch.Tensor([...]) buffers (the time mixers' mix factors) ignore the device context
+    unet, vae, clip = unet.to(device), vae.to(device), clip.to(device)
+    return svd_pipeline(vae, clip, unet, SVD_SCHEDULER_CONFIG)
 
 
 def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=None, variant=None):
@@ -275,7 +329,7 @@ def example_unet_inputs(unet, frames: int = 4, seed: int = 0) -> dict:
     return {"sample": torch.randn(1, frames, c.in_channels, c.sample_size, c.sample_size, generator=g),
             "timestep": torch.tensor([0.3]),
             "encoder_hidden_states": torch.randn(1, 1, c.cross_attention_dim, generator=g),
-            "added_time_ids": torch.tensor([[7.0, 127.0, 0.02]]), "return_dict": False}
+            "added_time_ids": torch.tensor([[DEFAULT_FPS, DEFAULT_MOTION_BUCKET, 0.02]]), "return_dict": False}
 
 
 @torch.no_grad()
@@ -288,11 +342,3 @@ def vae_reconstruct(vae, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
         z = vae.encode(part).latent_dist.mode()
         out.append(vae.decode(z, num_frames=len(part)).sample.float())
     return torch.cat(out)
-
-
-def svd_xt_unet_on_meta(num_frames: int = 25):
-    """SVD-xt's UNet architecture on the meta device (shapes only, no storage)."""
-    from diffusers import UNetSpatioTemporalConditionModel
-
-    with torch.device("meta"):
-        return UNetSpatioTemporalConditionModel(num_frames=num_frames)

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 # ------------------------------------------------------------------ EDM / v-prediction
 
 def edm_preconditioning(sigma: torch.Tensor):

@@ -198,9 +198,9 @@ def prepare_videos(raws: list[str | Path], out: str | Path, num_frames: int = 16
         names.add(name)
         rep = prepare_one(path, out, name, num_frames, fps, size, max_clips_per_scene, scene_threshold)
         if progress:
-            tqdm.write(f"[prepare] {path}: " + (f"{len(rep.clips)} clips from {len(rep.scenes)} scenes, "
-                                                f"{rep.source_fps:g} fps / stride {rep.stride} = {rep.clip_fps:.2f} fps"
-                                                if rep.status == "ok" else f"skipped, {rep.reason}"))
+            what = (f"{len(rep.clips)} clips from {len(rep.scenes)} scenes, {rep.source_fps:g} fps / stride "
+                    f"{rep.stride} = {rep.clip_fps:.2f} fps" if rep.status == "ok" else f"skipped, {rep.reason}")
+            tqdm.write(f"[prepare] {path}: {what}")
         reports.append(rep)
     good = [r for r in reports if r.status == "ok"]
     val = split_sources([r.path for r in good], val_fraction)

