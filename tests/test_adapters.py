@@ -1,29 +1,19 @@
 """Adapter layers: identity at start, only adapters train, save/load round trip, removal, a run."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from i2v_helpers.adapters import add_adapters, adapter_sites, load_adapters, remove_adapters, save_adapters
-from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, build_tiny_unet
+from conftest import REPO, run_unet, unet_inputs  # tests/conftest.py
+from i2v_helpers.adapters import adapter_sites, add_adapters, load_adapters, remove_adapters, save_adapters
 from i2v_helpers.config import load_config
+from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, build_tiny_unet
 from i2v_helpers.training import train
-from unet_inputs import run_unet, unet_inputs  # tests/unet_inputs.py
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 _inputs, _run = unet_inputs, run_unet
-
-
-@pytest.fixture
-def unet():
-    torch.manual_seed(0)
-    return build_tiny_unet(TinySVDConfig(num_frames=4)).eval()
 
 
 def test_sites_by_block_kind(unet):

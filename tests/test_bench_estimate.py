@@ -8,9 +8,9 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 
 from i2v_helpers.bench import BenchSetup, bench_train, format_bench
+from i2v_helpers.config import load_config
 from i2v_helpers.estimate import _trace, estimate_memory, unet_activation_bytes
 from i2v_helpers.models import TINY_SVD_DIR, TinySVDConfig, build_tiny_unet
-from i2v_helpers.config import load_config
 
 
 def test_bench_train_reports_both_loops_on_the_same_setup():

@@ -3,20 +3,26 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
-from i2v_helpers.data import (InvalidManifest, ManifestError, VideoClipDataset, check_manifest, crop_box,
-                              parse_manifest, resize_crop, sample_frame_indices)
+from i2v_helpers.data import (
+    InvalidManifest,
+    ManifestError,
+    VideoClipDataset,
+    check_manifest,
+    crop_box,
+    parse_manifest,
+    resize_crop,
+    sample_frame_indices,
+)
 from i2v_helpers.motion import motion_bucket, motion_score, optical_flow
 from i2v_helpers.video_io import read_image, read_video, write_video
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

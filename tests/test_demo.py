@@ -2,14 +2,17 @@
 
 import json
 import math
-from pathlib import Path
 
+import pytest
+
+from conftest import REPO  # tests/conftest.py
 from i2v_helpers.cli import main
 from i2v_helpers.video_io import read_video
 
-DATA = Path(__file__).resolve().parents[1] / "data_samples"
+DATA = REPO / "data_samples"
 
 
+@pytest.mark.slow
 def test_demo_runs_check_stage1_stage2_eval_and_writes_a_video(tmp_path, capsys):
     rc = main(["demo", "--data", str(DATA), "--out", str(tmp_path), "--stage1-steps", "1", "--stage2-steps", "1",
                "--max-train-clips", "2", "--eval-clips", "1", "--eval-seeds", "1", "--eval-steps", "2"])

@@ -14,21 +14,23 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
-from i2v_helpers.data import VideoClipDataset, parse_manifest, to_uint8
-from i2v_helpers.evaluation import (evaluate_generation, format_comparison, format_paired, paired_difference,
-                                    write_report)
-from i2v_helpers.metrics import (clean_flow, first_frame_psnr, motion_metrics, repeat_first_frame, ssim,
-                                 warp_error)
-from i2v_helpers.models import (TinySVDConfig, build_tiny_pipeline, load_pipeline, model_geometry,
-                                set_model_geometry)
-from i2v_helpers.motion import optical_flow
-from i2v_helpers.generation import generate
 from i2v_helpers.config import load_config
+from i2v_helpers.data import VideoClipDataset, parse_manifest, to_uint8
+from i2v_helpers.evaluation import (
+    evaluate_generation,
+    format_comparison,
+    format_paired,
+    paired_difference,
+    write_report,
+)
+from i2v_helpers.generation import generate
+from i2v_helpers.metrics import clean_flow, first_frame_psnr, motion_metrics, repeat_first_frame, ssim, warp_error
+from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, load_pipeline, model_geometry, set_model_geometry
+from i2v_helpers.motion import optical_flow
 from i2v_helpers.training import train
 from i2v_helpers.video_io import read_image, read_video, write_video
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _shifted(px=2, n=8):
@@ -292,6 +294,7 @@ def wide_model(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_eval_cli_scores_a_non_square_25_frame_model_at_its_own_size(wide_model, real_size_clips, tmp_path):
     subprocess.run([sys.executable, "-m", "i2v_helpers.cli", "eval", "--model", str(wide_model), "--manifest",
                     str(real_size_clips), "--max-clips", "1", "--seeds", "0", "--steps", "1", "--grid-clips", "1",

@@ -4,11 +4,19 @@ import pytest
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
 
-from i2v_helpers.lora import (add_lora, attention_target_modules, load_lora, lora_config, merge_lora, save_lora,
-                              set_active_adapter, trainable_report, unload_lora, unmerge_lora)
-from i2v_helpers.models import TinySVDConfig, build_tiny_unet
-from unet_inputs import run_unet, unet_inputs  # tests/unet_inputs.py
-
+from conftest import run_unet, unet_inputs  # tests/conftest.py
+from i2v_helpers.lora import (
+    add_lora,
+    attention_target_modules,
+    load_lora,
+    lora_config,
+    merge_lora,
+    save_lora,
+    set_active_adapter,
+    trainable_report,
+    unload_lora,
+    unmerge_lora,
+)
 
 _inputs, _run = unet_inputs, run_unet
 
@@ -19,12 +27,6 @@ def _nonzero_lora(unet):
     for n, p in unet.named_parameters():
         if "lora_B" in n:
             p.data = torch.randn(p.shape, generator=g) * 0.05
-
-
-@pytest.fixture
-def unet():
-    torch.manual_seed(0)
-    return build_tiny_unet(TinySVDConfig(num_frames=4)).eval()
 
 
 def test_seed_target_to_out_is_rejected_by_peft(unet):

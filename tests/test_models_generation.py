@@ -3,26 +3,18 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
-from i2v_helpers.metrics import flow_cosine, flow_epe, motion_metrics, repeat_first_frame
-from i2v_helpers.models import (TINY_SVD_DIR, TinySVDConfig, build_tiny_pipeline, component_report,
-                                load_pipeline)
 from i2v_helpers.generation import generate, trace_reverse_process
+from i2v_helpers.metrics import flow_cosine, flow_epe, motion_metrics, repeat_first_frame
+from i2v_helpers.models import TINY_SVD_DIR, component_report, load_pipeline
 from i2v_helpers.schedules import karras_sigmas, pipeline_sigmas
 from i2v_helpers.video_io import read_video
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def small_pipe():
-    return build_tiny_pipeline(TinySVDConfig(num_frames=4), seed=0)
 
 
 def test_tiny_pipeline_uses_svd_classes_and_config(small_pipe):
@@ -85,6 +77,7 @@ def test_flow_metrics_on_constructed_cases():
 
 # ---------------------------------------------------------------- the shipped tiny SVD
 
+@pytest.mark.slow
 def test_shipped_model_loads_with_plain_diffusers_and_generates_16_frames():
     code = f"""
 import torch
@@ -115,6 +108,7 @@ def test_shipped_model_folder_format_and_size():
     assert "i2v pretrain evaluate" in card
 
 
+@pytest.mark.slow
 def test_i2v_sample_cli_writes_a_playable_video(tmp_path):
     out = tmp_path / "clip.mp4"
     res = subprocess.run([sys.executable, "-m", "i2v_helpers.cli", "sample", "--model", str(TINY_SVD_DIR),

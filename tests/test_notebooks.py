@@ -1,11 +1,11 @@
 """The committed notebooks: structure the course promises (nbval runs them in run.sh test)."""
 
-from pathlib import Path
-
 import nbformat
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+from conftest import REPO  # tests/conftest.py
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_there_are_numbered_notebooks():

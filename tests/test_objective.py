@@ -8,15 +8,21 @@ from PIL import Image
 from i2v_helpers import synth
 from i2v_helpers.data import to_model_range
 from i2v_helpers.models import SVD_SCHEDULER_CONFIG, TinySVDConfig, build_tiny_pipeline
-from i2v_helpers.objective import (ObjectiveConfig, added_time_ids, cfg_dropout_masks, clip_pixels, denoise,
-                                   ddpm_epsilon_loss, edm_loss_weight, edm_preconditioning, encode_clip,
-                                   encode_image_latents, encode_video_latents, svd_loss)
+from i2v_helpers.objective import (
+    ObjectiveConfig,
+    added_time_ids,
+    cfg_dropout_masks,
+    clip_pixels,
+    ddpm_epsilon_loss,
+    denoise,
+    edm_loss_weight,
+    edm_preconditioning,
+    encode_clip,
+    encode_image_latents,
+    encode_video_latents,
+    svd_loss,
+)
 from i2v_helpers.schedules import ddpm_alphas_cumprod, sigma_from_alphas, snr_from_alphas
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return build_tiny_pipeline(TinySVDConfig(num_frames=4), seed=0)
 
 
 def test_preconditioning_matches_the_euler_scheduler():
@@ -69,7 +75,8 @@ def test_cfg_dropout_rates():
     assert ((1 - keep_e) * (1 - keep_i)).mean().item() == pytest.approx(0.1, abs=0.005)
 
 
-def test_loss_shapes_and_gradients(pipe):
+def test_loss_shapes_and_gradients(small_pipe):
+    pipe = small_pipe
     b, f = 2, 4
     video = torch.rand(b, f, 3, 64, 64) * 2 - 1
     lat = encode_video_latents(pipe.vae, video)

@@ -3,18 +3,17 @@
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
+from i2v_helpers.course_data import add_objects
 from i2v_helpers.data import parse_manifest
 from i2v_helpers.metrics import find_object, object_metrics, repeat_first_frame
-from i2v_helpers.course_data import add_objects
 from i2v_helpers.video_io import read_video
 
-REPO = Path(__file__).resolve().parents[1]
 FAMILIES_WITH_OBJECTS = ("shapes", "spinner", "basketball", "cartoon_hop")
 
 

@@ -3,14 +3,13 @@
 import re
 import subprocess
 import sys
-import tomllib
-from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO  # tests/conftest.py
 
 
 def _pyproject():

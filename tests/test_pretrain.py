@@ -2,12 +2,12 @@
 
 import json
 
-import numpy as np
+import pytest
 import torch
 
 from i2v_helpers.data import parse_manifest
-from i2v_helpers.models import load_pipeline
 from i2v_helpers.evaluation import vae_reconstruction_metrics
+from i2v_helpers.models import load_pipeline
 from i2v_helpers.pretrain import temporal_difference_loss
 from i2v_helpers.video_io import read_video
 
@@ -33,8 +33,8 @@ def test_vae_ceiling_scores_reconstructions_of_real_clips():
 def test_set_overrides_are_checked_and_typed_like_train_configs():
     import pytest
 
-    from i2v_helpers.pretrain import PretrainConfig
     from i2v_helpers.config import check_fields, parse_overrides
+    from i2v_helpers.pretrain import PretrainConfig
 
     data = check_fields(PretrainConfig, parse_overrides(["vae_lr=1e-4", "decoder_frames=16"]), "--set")
     assert data == {"vae_lr": 1e-4, "decoder_frames": 16} and isinstance(data["vae_lr"], float)
@@ -63,6 +63,7 @@ def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
     assert "16×16 latent grid" in card  # the v2 geometry, read from the preset
 
 
+@pytest.mark.slow
 def test_corpus_is_the_same_whatever_the_number_of_workers():
     from i2v_helpers.pretrain import make_corpus
 
@@ -72,6 +73,7 @@ def test_corpus_is_the_same_whatever_the_number_of_workers():
     assert set(a["fps"].tolist()) == {8.0, 25.0}  # synthetic clips and footage cuts (2 × 30 // 12)
 
 
+@pytest.mark.slow
 def test_a_killed_build_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL ``i2v pretrain vae`` after its first checkpoint; the rerun continues from it."""
     import os

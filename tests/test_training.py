@@ -8,13 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline
+from conftest import REPO  # tests/conftest.py
 from i2v_helpers.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from i2v_helpers.config import load_config
 from i2v_helpers.encoded import EncodedClips, collate, save_items
+from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline
 from i2v_helpers.training import TrainingDiverged, batch_loss, epoch_batches, train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +42,7 @@ def test_config_names_overrides_and_errors():
         assert load_config(name).max_steps > 0
 
 
+@pytest.mark.slow
 def test_lora_run_trains_only_the_adapter_and_writes_the_layout(base, tmp_path):
     out = tmp_path / "lora"
     events = []
@@ -56,8 +56,9 @@ def test_lora_run_trains_only_the_adapter_and_writes_the_layout(base, tmp_path):
     after = load_file(out / "merged" / "unet" / "diffusion_pytorch_model.safetensors")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all(any(t in k for t in ("to_q", "to_k", "to_v", "to_out.0")) for k in changed)
-    assert torch.equal(load_file(base / "vae" / "diffusion_pytorch_model.safetensors")["decoder.conv_out.weight"],
-                       load_file(out / "merged" / "vae" / "diffusion_pytorch_model.safetensors")["decoder.conv_out.weight"])
+    vae_file = Path("vae") / "diffusion_pytorch_model.safetensors"
+    assert torch.equal(load_file(base / vae_file)["decoder.conv_out.weight"],
+                       load_file(out / "merged" / vae_file)["decoder.conv_out.weight"])
 
 
 def _bf16_run(base, out, **kw):
@@ -107,8 +108,8 @@ def test_bf16_full_run_validates_and_keeps_untrained_weights_exact(base, tmp_pat
     _bf16_run(base, out, technique="full", full_subset="temporal_transformer_block")
     _untouched_are_exact(base, out / "pipeline", trained=lambda k: "temporal_transformer_block" in k)
     # and the run's own pipeline samples
-    from i2v_helpers.models import load_pipeline
     from i2v_helpers.generation import generate
+    from i2v_helpers.models import load_pipeline
     from i2v_helpers.video_io import read_image
 
     pipe = load_pipeline(out / "pipeline", device="cpu", dtype=torch.float32)
@@ -174,7 +175,8 @@ def test_full_subset_changes_only_matching_parameters(base, tmp_path):
     assert changed and all("temporal_transformer_block" in k for k in changed)
 
 
-@pytest.mark.parametrize("kw", [{}, dict(ema_decay=0.9, grad_accum=2, val_manifest="null", max_train_samples=4)],
+@pytest.mark.parametrize("kw", [pytest.param({}, marks=pytest.mark.slow),
+                                dict(ema_decay=0.9, grad_accum=2, val_manifest="null", max_train_samples=4)],
                          ids=["plain", "ema-accum2"])
 def test_resume_matches_an_uninterrupted_run(base, tmp_path, kw):
     """With EMA the saved UNet is the average: a resume that restarted the average (diffusers' decay is 0
@@ -247,6 +249,7 @@ def test_cached_and_uncached_give_the_same_loss(base):
     assert torch.allclose(l1, l2, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_disk_cache_is_reused_and_keyed(base, tmp_path):
     from i2v_helpers.data import VideoClipDataset
     from i2v_helpers.models import load_pipeline
@@ -321,6 +324,7 @@ def _torchrun(nproc: int, sets: list[str], timeout: float = 300):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_matches_one_process(base, tmp_path):
     """DDP over gloo on 2 CPU processes, 2 clips each = 1 process with 4 clips: same losses and weights.
     With checkpoints, validation and a disk cache on: the main process encodes and writes the cache,
@@ -376,6 +380,7 @@ def test_live_training_plot_records_outside_a_notebook():
     assert len(fig.axes[0].lines) == 2  # train (per step) + validation; the running mean needs 10 steps
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_on_one_process_stops_every_process(base, tmp_path):
     """2 processes; only process 1's first batch holds a NaN latent (a poisoned disk cache). Both must stop
     with TrainingDiverged (before, process 1 stopped alone and process 0 waited in backward's all-reduce)."""
@@ -399,6 +404,7 @@ def test_a_non_finite_loss_on_one_process_stops_every_process(base, tmp_path):
     assert res.stderr.count("error: loss is") == 2, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(base, tmp_path):
     """A real ``i2v train`` process is SIGKILLed at a random moment after its step-2 checkpoint (during a
     step, or half-way through writing a checkpoint), then ``--resume``d: its trainable weights end
