@@ -26,6 +26,8 @@ case "${1:-}" in
   test)
     setup
     export I2V_FAST=1
+    # lint first (config in pyproject.toml): seconds, and a failure names file:line
+    python -m ruff check .
     # the unit tests, then every notebook top to bottom in fast mode (nbval: cells must run; outputs not compared)
     python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 "${@:2}"
     ;;
