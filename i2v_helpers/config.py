@@ -72,7 +72,7 @@ class TrainConfig:
     drop_embed: float = 0.2
     drop_image: float = 0.2
     drop_both: float = 0.1
-    loss: str = "edm"  # edm (SVD's EDM v-prediction) | ddpm-epsilon (the seed's noise-MSE; notebook 02 shows why not)
+    loss: str = "edm"  # edm (SVD's EDM v-prediction) | epsilon (the seed's noise target; notebook 02: why not)
     # caching, validation, checkpoints, logging
     cache: str = "memory"  # memory | disk | off
     cache_dir: str | None = None  # default: output_dir/cache

@@ -20,8 +20,10 @@ Conditioning, as ``StableVideoDiffusionPipeline.__call__`` builds it:
 * the CLIP image embedding of the first frame is ``encoder_hidden_states`` ``(B, 1, D)``;
 * ``added_time_ids = [fps - 1, motion_bucket_id, noise_aug_strength]``.
 
-The seed's DDPM epsilon objective is kept as :func:`ddpm_epsilon_loss`, a teaching
-variant (notebook 02 measures why it does not fit SVD's sampler).
+The seed's noise-MSE is kept as :func:`epsilon_loss`, a teaching variant that changes one
+thing only, the target (the noise ``n`` instead of EDM's weighted clean-sample error), and keeps
+SVD's noise levels, input scaling, timestep and CFG dropout: notebook 02 measures what that one
+change does to SVD's sampler.
 
 Introduced in notebook 02 (reverse process) and 03 (inside SVD).
 """
@@ -103,11 +105,11 @@ class ObjectiveConfig:
     drop_embed: float = 0.2  # CFG dropout: r < drop_embed zeroes the CLIP embedding
     drop_image: float = 0.2  # ... and a window of width drop_image zeroes the image latent
     drop_both: float = 0.1  # overlap of the two windows (both zeroed)
-    loss: str = "edm"  # edm (SVD's objective) | ddpm-epsilon (the seed's, for the notebook 02 comparison)
+    loss: str = "edm"  # edm (SVD's objective) | epsilon (the seed's noise target, for the notebook 02 comparison)
 
     def __post_init__(self):
-        if self.loss not in ("edm", "ddpm-epsilon"):
-            raise ValueError(f"loss must be edm or ddpm-epsilon, got {self.loss!r}")
+        if self.loss not in ("edm", "epsilon"):
+            raise ValueError(f"loss must be edm or epsilon, got {self.loss!r}")
 
 
 def cfg_dropout_masks(batch: int, cfg: ObjectiveConfig, generator=None, device=None):
@@ -181,15 +183,10 @@ def sample_noise_aug(batch: int, cfg: ObjectiveConfig, generator=None, device=No
 
 # ------------------------------------------------------------------ the losses
 
-def svd_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: ObjectiveConfig,
-             generator=None, return_parts: bool = False):
-    """EDM v-prediction loss of one batch.
-
-    ``latents`` ``(B, F, C, h, w)`` scaled targets; ``image_latents`` ``(B, C, h, w)``
-    unscaled conditioning latents (already noise-augmented); ``image_embeds`` ``(B, 1, D)``;
-    ``time_ids`` ``(B, 3)``. Applies CFG dropout, draws sigma and noise, returns the loss
-    (and, with ``return_parts``, a dict of the tensors fed to the UNet).
-    """
+def noised_batch(latents, image_latents, image_embeds, cfg: ObjectiveConfig, generator=None):
+    """What both objectives feed the UNet: CFG dropout of the conditioning, ``sigma`` ``(B,)`` from
+    SVD's log-normal, ``noise`` like ``latents`` and ``noisy = latents + sigma * noise``; the image
+    latents repeated over frames ``(B, F, C, h, w)``."""
     b, f = latents.shape[:2]
     dev = latents.device
     keep_embed, keep_image = cfg_dropout_masks(b, cfg, generator, dev)
@@ -199,6 +196,20 @@ def svd_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: Objectiv
     sigma = sample_sigmas(b, cfg.p_mean, cfg.p_std, generator, dev)
     noise = _randn(latents.shape, generator, dev, latents.dtype)
     noisy = latents + _bcast(sigma, latents).to(latents.dtype) * noise
+    return sigma, noise, noisy, image_latents, image_embeds
+
+
+def svd_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: ObjectiveConfig,
+             generator=None, return_parts: bool = False):
+    """EDM v-prediction loss of one batch.
+
+    ``latents`` ``(B, F, C, h, w)`` scaled targets; ``image_latents`` ``(B, C, h, w)``
+    unscaled conditioning latents (already noise-augmented); ``image_embeds`` ``(B, 1, D)``;
+    ``time_ids`` ``(B, 3)``. Applies CFG dropout, draws sigma and noise, returns the loss
+    (and, with ``return_parts``, a dict of the tensors fed to the UNet).
+    """
+    sigma, noise, noisy, image_latents, image_embeds = noised_batch(latents, image_latents, image_embeds, cfg,
+                                                                    generator)
     pred = denoise(unet, noisy, sigma, image_latents, image_embeds, time_ids)
     per_sample = ((pred.float() - latents.float()) ** 2).mean(dim=(1, 2, 3, 4))
     loss = (edm_loss_weight(sigma) * per_sample).mean()
@@ -208,22 +219,15 @@ def svd_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: Objectiv
     return loss
 
 
-def ddpm_epsilon_loss(unet, latents, image_latents, image_embeds, time_ids, alphas_cumprod,
-                      generator=None):
-    """The seed's objective (teaching variant): integer t ~ U{0..T-1},
-    x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, loss = mse(unet(x_t, t), eps).
-
-    Shapes as :func:`svd_loss`; ``alphas_cumprod`` from
-    :func:`i2v_helpers.schedules.ddpm_alphas_cumprod`. A model trained this way predicts noise on the DDPM
-    scale, which SVD's EDM/v-prediction sampler cannot use as is.
-    """
-    b, f = latents.shape[:2]
-    t = (_rand(b, generator, latents.device) * len(alphas_cumprod)).long().clamp(max=len(alphas_cumprod) - 1)
-    a = alphas_cumprod.to(latents.device)[t]
-    eps = _randn(latents.shape, generator, latents.device, latents.dtype)
-    noisy = _bcast(a.sqrt(), latents) * latents + _bcast((1 - a).sqrt(), latents) * eps
-    cond = image_latents.unsqueeze(1).repeat(1, f, 1, 1, 1)
-    pred = unet(torch.cat([noisy, cond.to(noisy.dtype)], 2), t.to(noisy.dtype),
-                encoder_hidden_states=image_embeds.to(noisy.dtype), added_time_ids=time_ids.to(noisy.dtype),
-                return_dict=False)[0]
-    return F.mse_loss(pred, eps)
+def epsilon_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: ObjectiveConfig, generator=None):
+    """The seed's ``mse(F(x), noise)``, with everything else as in :func:`svd_loss`: the same CFG
+    dropout, sigma draw, noise, input ``c_in * x_sigma`` and timestep ``c_noise = 0.25 ln sigma``.
+    Only the target changes (the noise ``n``, unweighted), so a comparison measures the target alone.
+    Shapes as :func:`svd_loss`."""
+    sigma, noise, noisy, image_latents, image_embeds = noised_batch(latents, image_latents, image_embeds, cfg,
+                                                                    generator)
+    _, _, c_in, c_noise = edm_preconditioning(sigma)
+    unet_in = torch.cat([_bcast(c_in, noisy) * noisy, image_latents.to(noisy.dtype)], dim=2)
+    pred = unet(unet_in, c_noise.to(noisy.dtype), encoder_hidden_states=image_embeds.to(noisy.dtype),
+                added_time_ids=time_ids.to(noisy.dtype), return_dict=False)[0]
+    return F.mse_loss(pred.float(), noise.float())

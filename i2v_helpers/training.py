@@ -47,13 +47,12 @@ from .models import load_pipeline, native_resolution, resolve_model_path, set_mo
 from .objective import (
     ObjectiveConfig,
     added_time_ids,
-    ddpm_epsilon_loss,
     encode_image_latents,
+    epsilon_loss,
     per_sample_generators,
     sample_noise_aug,
     svd_loss,
 )
-from .schedules import ddpm_alphas_cumprod
 from .techniques import apply_technique, cast_frozen_weights, enable_checkpointing
 from .video_io import read_image, write_video
 
@@ -68,9 +67,8 @@ def batch_loss(pipe, unet, batch: dict, ocfg: ObjectiveConfig, generator=None):
     with torch.no_grad():
         img_lat = encode_image_latents(pipe.vae, batch["image"].to(pipe.vae.dtype), aug, generator)
     ids = added_time_ids(batch["fps"], batch["motion_bucket_id"], aug).to(dev)
-    if ocfg.loss == "ddpm-epsilon":  # the seed's objective, kept to measure why SVD does not use it
-        return ddpm_epsilon_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids,
-                                 ddpm_alphas_cumprod("scaled-linear"), generator)
+    if ocfg.loss == "epsilon":  # the seed's noise target, kept to measure why SVD does not use it
+        return epsilon_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids, ocfg, generator)
     return svd_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids, ocfg, generator)
 
 

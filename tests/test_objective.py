@@ -13,13 +13,13 @@ from i2v_helpers.objective import (
     added_time_ids,
     cfg_dropout_masks,
     clip_pixels,
-    ddpm_epsilon_loss,
     denoise,
     edm_loss_weight,
     edm_preconditioning,
     encode_clip,
     encode_image_latents,
     encode_video_latents,
+    epsilon_loss,
     svd_loss,
 )
 from i2v_helpers.schedules import ddpm_alphas_cumprod, sigma_from_alphas, snr_from_alphas
@@ -92,8 +92,27 @@ def test_loss_shapes_and_gradients(small_pipe):
     loss.backward()
     assert pipe.unet.conv_in.weight.grad.abs().sum() > 0
     pipe.unet.zero_grad()
-    eps = ddpm_epsilon_loss(pipe.unet, lat, img_lat, emb, ids, ddpm_alphas_cumprod())
-    assert eps.ndim == 0 and torch.isfinite(eps)
+
+
+def test_the_seed_objective_changes_only_the_target(small_pipe):
+    """epsilon_loss feeds the UNet exactly what svd_loss feeds it (same dropout, sigma, noise, c_in, c_noise)
+    and scores its output against the noise: notebook 02's comparison is one change."""
+    pipe, g = small_pipe, torch.Generator().manual_seed
+    lat = torch.randn(2, 4, 8, 16, 16, generator=g(1))
+    img_lat, emb = torch.randn(2, 8, 16, 16, generator=g(2)), torch.randn(2, 1, 64, generator=g(3))
+    ids = added_time_ids(8.0, 127.0, torch.full((2,), 0.02))
+    calls, handle = record_unet_inputs(pipe.unet)
+    outputs = []
+    out_hook = pipe.unet.register_forward_hook(lambda m, a, out: outputs.append(out[0].detach().clone()))
+    with torch.no_grad():
+        _, parts = svd_loss(pipe.unet, lat, img_lat, emb, ids, ObjectiveConfig(), g(7), return_parts=True)
+        eps = epsilon_loss(pipe.unet, lat, img_lat, emb, ids, ObjectiveConfig(), g(7))
+    handle.remove(), out_hook.remove()
+    edm_in, eps_in = calls
+    for k in ("sample", "timestep", "ehs", "ids"):
+        assert torch.equal(edm_in[k], eps_in[k]), k
+    noise = (parts["noisy"] - lat) / parts["sigma"].view(-1, 1, 1, 1, 1)
+    assert eps.item() == pytest.approx(((outputs[1] - noise) ** 2).mean().item(), rel=1e-4)
 
 
 def record_unet_inputs(unet):

@@ -352,10 +352,10 @@ def test_two_process_cpu_run_matches_one_process(base, tmp_path):
 
 
 def test_seed_objective_option_and_sample_limits(base, tmp_path):
-    """loss=ddpm-epsilon trains with the seed's noise-MSE (notebook 02's comparison); max_train_samples
+    """loss=epsilon trains with the seed's noise-MSE (notebook 02's comparison); max_train_samples
     uses the first N clips; a bad loss name fails when the config is made, not at step 1."""
     logs = []
-    res = train(_cfg(base, tmp_path / "eps", technique="full", loss="ddpm-epsilon", max_steps=2, val_manifest="null",
+    res = train(_cfg(base, tmp_path / "eps", technique="full", loss="epsilon", max_steps=2, val_manifest="null",
                      max_train_samples=3, checkpoint_every=0), log=logs.append)
     assert res["steps"] == 2 and np.isfinite(res["final_loss"])
     assert any("encoded 3 clips" in line for line in logs)
@@ -363,7 +363,7 @@ def test_seed_objective_option_and_sample_limits(base, tmp_path):
                      checkpoint_every=0), log=lambda *a: None)
     # same data, seeds and start: the two objectives give different losses from the first step
     assert abs(edm["loss_history"][0] - res["loss_history"][0]) > 1e-3
-    with pytest.raises(ValueError, match="loss must be edm or ddpm-epsilon"):
+    with pytest.raises(ValueError, match="loss must be edm or epsilon"):
         _cfg(base, tmp_path / "x", loss="mse")
 
 
