@@ -225,12 +225,11 @@ def estimate_memory(cfg, lora_params: int | None = None) -> dict:
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig(**cfg)
     m = model_configs(cfg.init_from)
-    if cfg.resolution is None:
-        try:
-            size = native_resolution(resolve_model_path(cfg.init_from))
-            hw = (size, size) if isinstance(size, int) else tuple(size)
-        except (FileNotFoundError, OSError):
-            hw = SVD_XT_SIZE
+    if cfg.resolution is None and Path(cfg.init_from).exists():  # a local pipeline: its own size
+        size = native_resolution(resolve_model_path(cfg.init_from))
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+    elif cfg.resolution is None:  # a hub id, read as SVD-xt's architecture by model_configs
+        hw = SVD_XT_SIZE
     else:
         hw = (cfg.resolution, cfg.resolution) if isinstance(cfg.resolution, int) else tuple(cfg.resolution)
     compute_dtype = cfg.weight_dtype  # config.PRECISION_DTYPES

@@ -45,8 +45,6 @@ from .data import crop_box, resize_crop
 from .video_io import MediaError, probe_video, read_video, write_video
 from .viz import clip_grid
 
-HIDDEN = (".", "_")
-
 
 @dataclass
 class SourceReport:
@@ -67,13 +65,13 @@ class SourceReport:
 
 
 def find_videos(raws: list[str | Path]) -> list[Path]:
-    """The files named, and every file under the folders named (sorted; hidden names skipped)."""
+    """The files named, and every file under the folders named (sorted; names starting with a dot skipped)."""
     out = []
     for r in raws:
         r = Path(r)
         if r.is_dir():
             out += sorted(p for p in r.rglob("*") if p.is_file()
-                          and not any(part.startswith(HIDDEN) for part in p.relative_to(r).parts))
+                          and not any(part.startswith(".") for part in p.relative_to(r).parts))
         else:
             out.append(r)
     return out

@@ -90,3 +90,12 @@ def test_estimate_cli_on_a_shipped_svd_xt_config():
     # LoRA r=16 trains well under 1 % of SVD-xt's UNet; full checkpointing is what makes it fit a 24 GB card
     assert est["trainable_parameters"] / est["unet_parameters"] < 0.01
     assert est["total_full"] < est["total_diffusers"] < est["total_no_checkpointing"]
+
+
+def test_estimate_of_a_hub_id_without_a_resolution_uses_svd_xt_size():
+    """No local folder, no `resolution`: the estimate is for SVD-xt at its native 576 x 1024 (before, the
+    missing config raised instead). The same config with the size spelled out gives the same estimate."""
+    sets = ["num_frames=14", "gradient_checkpointing=full"]
+    implicit = estimate_memory(load_config("svd-xt-lora", sets + ["resolution=null"]))
+    explicit = estimate_memory(load_config("svd-xt-lora", sets + ["resolution=[576, 1024]"]))
+    assert implicit["total"] == explicit["total"] > 0
