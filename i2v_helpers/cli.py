@@ -20,7 +20,7 @@ from .config import check_fields, load_config, parse_overrides
 from .course_data import add_objects, make_samples
 from .data import ManifestError, check_manifest, summarize
 from .demo import DemoError, run_demo
-from .device import environment_report
+from .device import environment_report, sdpa_backends, tuning_report
 from .estimate import estimate_memory, format_estimate
 from .evaluation import (
     compare_models,
@@ -48,10 +48,17 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 def cmd_env(args) -> int:
     rep = environment_report()
+    if args.tuning:
+        rep["tuning"] = tuning_report()
+        rep["attention"] = sdpa_backends()
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
-        print(_table(list(rep.items())))
+        flat = [(k, v) for k, v in rep.items() if k not in ("tuning", "attention")]
+        flat += [(k, v) for k, v in rep.get("tuning", {}).items()]
+        flat += [(f"sdpa {name}", f"{r['ms']} ms" if r["ok"] else f"unavailable: {r['why']}")
+                 for name, r in rep.get("attention", {}).items()]
+        print(_table(flat))
     return 0
 
 
@@ -227,6 +234,8 @@ def _add_env_command(sub) -> None:
     """``i2v env``."""
     e = sub.add_parser("env", help="versions, device, GPU name and memory")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--tuning", action="store_true",
+                   help="also the allocator / MIOpen / cuDNN settings and which attention kernels run (timed)")
     e.set_defaults(fn=cmd_env)
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+import warnings
 from dataclasses import dataclass
+from importlib import metadata
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,6 @@ def _cpu_memory() -> int | None:
 
 def environment_report() -> dict:
     """Versions of the libraries this course depends on, plus the picked device."""
-    from importlib import metadata
-
     rep = {"python": platform.python_version()}
     for pkg in ("torch", "diffusers", "peft", "transformers", "accelerate", "av", "numpy"):
         try:
@@ -68,4 +71,68 @@ def environment_report() -> dict:
                bf16=spec.bf16, hip=getattr(torch.version, "hip", None), cuda=torch.version.cuda,
                gpu_count=torch.cuda.device_count(), cpu_threads=torch.get_num_threads())
     rep["memory_gb"] = round(spec.memory_bytes / 2**30, 1) if spec.memory_bytes else None
+    return rep
+
+
+# Environment variables that change speed or memory on CUDA and ROCm (sources in notebook 10).
+TUNING_VARIABLES = (
+    "PYTORCH_CUDA_ALLOC_CONF",  # e.g. expandable_segments:True (less fragmentation)
+    "PYTORCH_HIP_ALLOC_CONF",  # the ROCm spelling of the same allocator settings
+    "MIOPEN_FIND_MODE",  # ROCm convolutions: how hard MIOpen searches for kernels on first use
+    "MIOPEN_USER_DB_PATH",  # where MIOpen keeps what it found (reuse it between runs)
+    "TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL",  # 1: flash/efficient SDPA on consumer AMD cards
+    "FLASH_ATTENTION_TRITON_AMD_ENABLE",  # flash-attn's Triton backend on AMD
+    "HIP_VISIBLE_DEVICES",
+    "CUDA_VISIBLE_DEVICES",
+)
+
+
+def sdpa_backends(spec: DeviceSpec | None = None, shape: tuple[int, int, int, int] = (2, 5, 256, 64),
+                  repeats: int = 5) -> dict[str, dict]:
+    """Which attention kernel ``F.scaled_dot_product_attention`` can use here, found by calling it.
+
+    Each backend is forced alone (``torch.nn.attention.sdpa_kernel``) on a ``(B, heads, tokens, head_dim)``
+    tensor in the device's dtype. A backend that cannot run raises, and the warning torch gives says why;
+    the ones that run are timed (median of ``repeats`` calls, in ms). On ROCm this is how to see that
+    attention silently fell back to the slow ``MATH`` kernel.
+    """
+    spec = spec or pick_device()
+    q = torch.randn(shape, device=spec.device, dtype=spec.dtype)
+    out = {}
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                    SDPBackend.MATH):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with sdpa_kernel([backend]):
+                    times = []
+                    for _ in range(repeats + 1):  # the first call warms up
+                        _synchronize(spec)
+                        t0 = time.perf_counter()
+                        F.scaled_dot_product_attention(q, q, q)
+                        _synchronize(spec)
+                        times.append(time.perf_counter() - t0)
+                out[backend.name.lower()] = {"ok": True, "ms": round(1e3 * sorted(times[1:])[repeats // 2], 3),
+                                             "why": None}
+            except RuntimeError as err:
+                reasons = [str(w.message).splitlines()[0] for w in caught]
+                out[backend.name.lower()] = {"ok": False, "ms": None,
+                                             "why": "; ".join(reasons) or str(err).splitlines()[0]}
+    return out
+
+
+def _synchronize(spec: DeviceSpec) -> None:
+    if spec.device.type == "cuda":
+        torch.cuda.synchronize(spec.device)
+
+
+def tuning_report() -> dict:
+    """The settings that decide GPU speed and memory beyond the code: allocator, MIOpen, cuDNN, 8-bit Adam."""
+    rep = {name: os.environ.get(name, "(unset)") for name in TUNING_VARIABLES}
+    rep["cudnn.benchmark"] = torch.backends.cudnn.benchmark  # on ROCm this switches MIOpen's search on first use
+    rep["cudnn.enabled"] = torch.backends.cudnn.enabled
+    try:
+        rep["bitsandbytes"] = metadata.version("bitsandbytes")  # AMD wheels from 0.50 (notebook 10)
+    except metadata.PackageNotFoundError:
+        rep["bitsandbytes"] = "not installed (use_8bit_adam needs it)"
     return rep

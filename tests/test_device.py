@@ -35,3 +35,21 @@ def test_forcing_an_absent_device_is_a_clear_error(monkeypatch):
         device.pick_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         device.pick_device("tpu")
+
+
+def test_attention_probe_finds_the_cpu_kernels_and_says_why_the_others_fail():
+    cpu = device.DeviceSpec(torch.device("cpu"), torch.float32, "cpu", True, "cpu", None)
+    found = device.sdpa_backends(cpu, shape=(1, 2, 16, 8), repeats=1)
+    assert set(found) == {"flash_attention", "efficient_attention", "cudnn_attention", "math"}
+    assert found["math"]["ok"] and found["math"]["ms"] > 0  # the reference kernel runs everywhere
+    # torch has no CPU memory-efficient or cuDNN kernel: the probe must not report them usable
+    for name in ("efficient_attention", "cudnn_attention"):
+        assert not found[name]["ok"] and found[name]["ms"] is None and found[name]["why"]
+
+
+def test_tuning_report_reads_the_allocator_and_miopen_settings(monkeypatch):
+    monkeypatch.setenv("PYTORCH_HIP_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.delenv("MIOPEN_FIND_MODE", raising=False)
+    rep = device.tuning_report()
+    assert rep["PYTORCH_HIP_ALLOC_CONF"] == "expandable_segments:True" and rep["MIOPEN_FIND_MODE"] == "(unset)"
+    assert isinstance(rep["cudnn.benchmark"], bool)

@@ -38,7 +38,7 @@ def test_config_names_overrides_and_errors():
         load_config("tiny-stage1", ["learning_rat=1"])
     with pytest.raises(FileNotFoundError, match="shipped:"):
         load_config("no-such-config")
-    for name in ("svd-xt-lora", "svd-xt-lora-24gb", "svd-xt-full", "tiny-stage2-animated"):
+    for name in ("svd-xt-lora", "svd-xt-lora-24gb", "svd-xt-lora-large", "svd-xt-full", "tiny-stage2-animated"):
         assert load_config(name).max_steps > 0
 
 
