@@ -327,3 +327,11 @@ def test_a_models_trained_geometry_is_recorded_in_its_config(wide_model, tmp_pat
     assert model_geometry(load_pipeline(tmp_path / "p", device="cpu", dtype=torch.float32)) == (9, 64, 96)
     with pytest.raises(ValueError, match="multiple of the VAE's scale factor 4"):
         set_model_geometry(pipe, (50, 80), 9)
+
+
+def test_every_metric_a_table_shows_is_described():
+    from i2v_helpers.evaluation import METRIC_KEYS, describe_metrics
+
+    lines = describe_metrics().splitlines()
+    assert [line.split()[0] for line in lines] == list(METRIC_KEYS)
+    assert "best at 1" in lines[METRIC_KEYS.index("motion_ratio")]
