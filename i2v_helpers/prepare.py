@@ -167,8 +167,9 @@ def _skip(rep: SourceReport, reason: str) -> SourceReport:
 
 
 def split_sources(names: list[str], val_fraction: float) -> set[str]:
-    """The source names that go to val: ordered by a hash of the name (stable when videos are added),
-    the first ``ceil(val_fraction × n)`` (at least one when there are two or more sources)."""
+    """The source names that go to val: ordered by a hash of the name (stable when videos are added or
+    the folder moves: pass file names, not paths), the first ``ceil(val_fraction × n)`` (at least one
+    when there are two or more sources)."""
     if val_fraction <= 0 or len(names) < 2:
         return set()
     order = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
@@ -188,12 +189,13 @@ def prepare_videos(raws: list[str | Path], out: str | Path, num_frames: int = 16
     videos = find_videos(raws)
     if not videos:
         raise FileNotFoundError(f"no files found in {[str(r) for r in raws]}")
-    reports, names = [], set()
+    reports, names, name_of = [], set(), {}
     for path in tqdm(videos, desc="prepare", unit="video", disable=not progress):
         name = path.stem
         while name in names:  # the same file name in two folders
             name += "_"
         names.add(name)
+        name_of[str(path)] = name
         rep = prepare_one(path, out, name, num_frames, fps, size, max_clips_per_scene, scene_threshold)
         if progress:
             what = (f"{len(rep.clips)} clips from {len(rep.scenes)} scenes, {rep.source_fps:g} fps / stride "
@@ -201,7 +203,8 @@ def prepare_videos(raws: list[str | Path], out: str | Path, num_frames: int = 16
             tqdm.write(f"[prepare] {path}: {what}")
         reports.append(rep)
     good = [r for r in reports if r.status == "ok"]
-    val = split_sources([r.path for r in good], val_fraction)
+    val_names = split_sources([name_of[r.path] for r in good], val_fraction)  # by name: the folder does not matter
+    val = {r.path for r in good if name_of[r.path] in val_names}
     lines = {"train": [], "val": []}
     for r in good:
         r.split = "val" if r.path in val else "train"

@@ -91,3 +91,16 @@ def test_split_sources_keeps_a_train_video_and_is_stable():
     names = [f"v{i}.mp4" for i in range(10)]
     val = split_sources(names, 0.2)
     assert len(val) == 2 and val == split_sources(names[::-1], 0.2)
+
+
+def test_the_split_follows_the_file_names_not_the_folder(prepared, raw, tmp_path):
+    """Moving the raw folder must not move a video between train and val (the split hashes file names)."""
+    _, summary = prepared
+    want = {Path(p).name for p in summary["sources"]["val"]}
+    for i, where in enumerate(("a", "b/c", "renamed-folder", "x/y/z")):  # a path hash would differ in most
+        moved = tmp_path / where
+        moved.mkdir(parents=True)
+        for name in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"):
+            (moved / name).symlink_to(raw / name)
+        again = prepare_videos([moved], tmp_path / f"out{i}", num_frames=8, fps=6, size=(48, 64), progress=False)
+        assert {Path(p).name for p in again["sources"]["val"]} == want, where
