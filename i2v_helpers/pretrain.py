@@ -171,7 +171,7 @@ def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int
             log(f"[corpus] {done}/{n - 2 * n_foot} synthetic clips, {done / (time.time() - t):.0f} clips/s")
     fps = [synth.SYNTHETIC_FPS] * sum(len(c) for c in clips)
     rng = np.random.default_rng([seed, n])
-    for name in FOOTAGE:
+    for name in FOOTAGE if n_foot else ():  # fewer than 12 clips: synthetic only
         try:
             cuts = np.stack(synth.footage_clips(name, rng, n_foot, size=size, frames=frames))
         except (FileNotFoundError, ImportError) as e:

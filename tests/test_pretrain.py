@@ -73,6 +73,13 @@ def test_corpus_is_the_same_whatever_the_number_of_workers():
     assert set(a["fps"].tolist()) == {8.0, 25.0}  # synthetic clips and footage cuts (2 × 30 // 12)
 
 
+def test_a_corpus_smaller_than_twelve_clips_is_synthetic_only():
+    from i2v_helpers.pretrain import make_corpus
+
+    small = make_corpus(5, seed=0, workers=0, log=lambda *a: None)  # n // 12 = 0 footage cuts (it crashed)
+    assert small["clips"].shape[0] == 5 and set(small["fps"].tolist()) == {8.0}
+
+
 @pytest.mark.slow
 def test_a_killed_build_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL ``i2v pretrain vae`` after its first checkpoint; the rerun continues from it."""
