@@ -20,16 +20,23 @@ from .data import to_model_range, to_uint8
 DDPM_SCHEDULES = {"linear": "linear", "scaled-linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
 
+# beta_start, beta_end of each schedule: the DDPM paper's (Ho et al. 2020) and Stable Diffusion's / SVD's
+# scheduler config; the cosine schedule (Nichol & Dhariwal 2021) has no betas to set
+DDPM_BETAS = {"linear": (1e-4, 0.02), "scaled-linear": (0.00085, 0.012), "cosine": (1e-4, 0.02)}
+
+
 def ddpm_alphas_cumprod(schedule: str = "scaled-linear", num_train_timesteps: int = 1000,
-                        beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
-    """alpha-bar_t ``(T,)`` for ``linear`` (DDPM paper: use beta 1e-4..0.02), ``scaled-linear``
-    (Stable Diffusion / SVD's betas) or ``cosine`` (Nichol & Dhariwal)."""
+                        beta_start: float | None = None, beta_end: float | None = None) -> torch.Tensor:
+    """alpha-bar_t ``(T,)`` for ``linear`` (the DDPM paper: beta 1e-4..0.02), ``scaled-linear``
+    (Stable Diffusion / SVD's betas, 0.00085..0.012) or ``cosine`` (Nichol & Dhariwal); other
+    betas with ``beta_start`` / ``beta_end``."""
     from diffusers import DDPMScheduler
 
     if schedule not in DDPM_SCHEDULES:
         raise ValueError(f"schedule must be one of {list(DDPM_SCHEDULES)}, got {schedule!r}")
-    s = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
-                      beta_schedule=DDPM_SCHEDULES[schedule])
+    default_start, default_end = DDPM_BETAS[schedule]
+    s = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start or default_start,
+                      beta_end=beta_end or default_end, beta_schedule=DDPM_SCHEDULES[schedule])
     return s.alphas_cumprod.clone()
 
 
