@@ -189,12 +189,11 @@ def prepare_videos(raws: list[str | Path], out: str | Path, num_frames: int = 16
     videos = find_videos(raws)
     if not videos:
         raise FileNotFoundError(f"no files found in {[str(r) for r in raws]}")
-    reports, names, name_of = [], set(), {}
+    reports, name_of = [], {}  # path -> unique name (file stem); the split and the clip names use it
     for path in tqdm(videos, desc="prepare", unit="video", disable=not progress):
         name = path.stem
-        while name in names:  # the same file name in two folders
+        while name in name_of.values():  # the same file name in two folders
             name += "_"
-        names.add(name)
         name_of[str(path)] = name
         rep = prepare_one(path, out, name, num_frames, fps, size, max_clips_per_scene, scene_threshold)
         if progress:

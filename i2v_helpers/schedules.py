@@ -21,7 +21,7 @@ DDPM_SCHEDULES = {"linear": "linear", "scaled-linear": "scaled_linear", "cosine"
 
 
 # beta_start, beta_end of each schedule: the DDPM paper's (Ho et al. 2020) and Stable Diffusion's / SVD's
-# scheduler config; the cosine schedule (Nichol & Dhariwal 2021) has no betas to set
+# scheduler config; the cosine schedule (Nichol & Dhariwal 2021) derives its betas and ignores these
 DDPM_BETAS = {"linear": (1e-4, 0.02), "scaled-linear": (0.00085, 0.012), "cosine": (1e-4, 0.02)}
 
 
