@@ -48,6 +48,16 @@ def edm_loss_weight(sigma: torch.Tensor) -> torch.Tensor:
     return (sigma**2 + 1) / sigma**2
 
 
+def min_snr_weight(sigma: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-γ (Hang et al. 2023) as a weight on ``|D - x0|²``: ``min(SNR, γ)`` with SNR = 1 / σ².
+
+    For v-prediction the paper weights the v-error by ``min(SNR, γ) / (SNR + 1)``; the v-error is
+    ``|D - x0|² / c_out²`` and ``1 / c_out² = (σ² + 1) / σ² = SNR + 1``, so on the clean-sample
+    error the same weight is ``min(SNR, γ)``. Against EDM's λ(σ) it down-weights both ends:
+    near-clean levels (σ < 1/√γ) are capped, and high noise falls as 1/σ²."""
+    return torch.clamp(sigma.pow(-2), max=gamma)
+
+
 def sample_sigmas(batch: int, p_mean: float = 0.7, p_std: float = 1.6, generator=None, device=None):
     """Noise levels ``(B,)`` drawn log-normally: ln sigma ~ N(p_mean, p_std²)."""
     return (_randn((batch,), generator, device) * p_std + p_mean).exp()
@@ -106,10 +116,18 @@ class ObjectiveConfig:
     drop_image: float = 0.2  # ... and a window of width drop_image zeroes the image latent
     drop_both: float = 0.1  # overlap of the two windows (both zeroed)
     loss: str = "edm"  # edm (SVD's objective) | epsilon (the seed's noise target, for the notebook 02 comparison)
+    weighting: str = "edm"  # edm: lambda(sigma) = (sigma² + 1) / sigma² | min_snr: min(1 / sigma², snr_gamma)
+    snr_gamma: float = 5.0
 
     def __post_init__(self):
         if self.loss not in ("edm", "epsilon"):
             raise ValueError(f"loss must be edm or epsilon, got {self.loss!r}")
+        if self.weighting not in ("edm", "min_snr"):
+            raise ValueError(f"weighting must be edm or min_snr, got {self.weighting!r}")
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The per-sample weight of ``|D - x0|²`` at noise level ``sigma`` ``(B,)``."""
+        return edm_loss_weight(sigma) if self.weighting == "edm" else min_snr_weight(sigma, self.snr_gamma)
 
 
 def cfg_dropout_masks(batch: int, cfg: ObjectiveConfig, generator=None, device=None):
@@ -212,7 +230,7 @@ def svd_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: Objectiv
                                                                     generator)
     pred = denoise(unet, noisy, sigma, image_latents, image_embeds, time_ids)
     per_sample = ((pred.float() - latents.float()) ** 2).mean(dim=(1, 2, 3, 4))
-    loss = (edm_loss_weight(sigma) * per_sample).mean()
+    loss = (cfg.loss_weight(sigma) * per_sample).mean()
     if return_parts:
         return loss, {"sigma": sigma, "noisy": noisy, "image_latents": image_latents,
                       "image_embeds": image_embeds, "pred": pred, "per_sample": per_sample}

@@ -80,6 +80,9 @@ class PretrainConfig:
     init_from: str = ""  # a pipeline folder to start from (train the shipped base longer); "" = random weights
     threads: int = 2
     checkpoint_minutes: float = 2.0
+    probe_minutes: float = 20.0  # UNet phase: the learning-curve probe every this many training minutes (0: off)
+    vae_probe_minutes: float = 5.0  # VAE phase: held-out PSNR every this many minutes (0: off)
+    vae_target_db: float = 0.0  # end the VAE phase once held-out PSNR reaches this (0: run all its minutes)
     vae_minutes: float = 20.0
     vae_lr: float = 3e-4  # 1e-3 stalls at the mean colour (measured)
     vae_batch_clips: int = 4
@@ -89,7 +92,15 @@ class PretrainConfig:
     vae_temporal_weight: float = 0.0  # L1 on frame-to-frame differences (rec vs input): penalises shimmer
     unet_minutes: float = 40.0
     unet_lr: float = 3e-4
-    unet_batch: int = 4
+    unet_batch: int = 4  # clips per step at 16 frames; a curriculum stage of F frames takes unet_batch * 16 // F
+    unet_curriculum: str = ""  # frames per clip over the phase, e.g. "4:0.5,16": 4 frames for the first half, then 16
+    unet_p_mean: float = 0.7  # ln sigma ~ N(unet_p_mean, unet_p_std²) (SVD fine-tuning: 0.7, 1.6; EDM: -1.2, 1.2)
+    unet_p_std: float = 1.6
+    unet_weighting: str = "edm"  # edm | min_snr (ObjectiveConfig.weighting)
+    unet_decay_minutes: float = 0.0  # 0: cosine over the phase; > 0: constant lr, linear decay over its last minutes
+    stop_after_minutes: float = 0.0  # > 0: this run stops (checkpointed, resumable) once the phase has trained so long
+    probe_at_start: bool = True  # probe before the first step (an ablation arm branched from a probed run: False)
+    image_aug_draws: int = 4  # noise-augmented first-frame latents cached per clip (the UNet step draws one)
     decoder_minutes: float = 5.0
     decoder_frames: int = 16  # the pipeline decodes 16 frames in one chunk
     decoder_batch_clips: int = 2
@@ -122,6 +133,15 @@ def machine(dev: torch.device) -> str:
 def lr_at(base: float, frac: float, floor: float) -> float:
     """Warm-up over the first 3 % of a phase, then cosine down to ``floor × base``."""
     return base * min(1.0, frac / 0.03) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def wsd_lr_at(base: float, seconds: float, budget: float, decay: float, floor: float, warmup: float = 60.0) -> float:
+    """Warm-up, stable, decay: linear warm-up over ``warmup`` s, then ``base`` until the last ``decay``
+    seconds of ``budget``, then linear down to ``floor × base``. For a build whose length is decided
+    from its learning curve: raising ``budget`` before the decay starts changes nothing so far."""
+    start = budget - decay
+    tail = 1.0 if seconds < start else max(floor, 1 - (1 - floor) * (seconds - start) / max(decay, 1e-9))
+    return base * min(1.0, seconds / warmup) * tail
 
 
 # ----------------------------------------------------------------------- corpus
@@ -257,9 +277,27 @@ def start_models(cfg: PretrainConfig, phase: str, names) -> dict:
 
 # ----------------------------------------------------------------------- the phases
 
+def append_curve(work: Path, phase: str, state: dict, metrics: dict) -> None:
+    """Append the probe's ``metrics`` to ``work/curve.csv`` (long format: one row per metric), the
+    build's learning curve: phase, step, training seconds of the phase, metric, value, wall-clock time."""
+    f = work / "curve.csv"
+    new = not f.is_file()
+    with f.open("a") as fh:
+        if new:
+            fh.write("phase,step,seconds,metric,value,time\n")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for k, v in metrics.items():
+            fh.write(f"{phase},{state['steps']},{state['seconds']:.0f},{k},{v:.6g},{stamp}\n")
+
+
 def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: float, cfg: PretrainConfig,
-                work: Path, models: dict, samples_per_step: int, log=print) -> dict:
-    """The shared time-budgeted loop: lr schedule over ``minutes``, checkpoints, resume, samples/s."""
+                work: Path, models: dict, samples_per_step: int, log=print, probe=None,
+                probe_minutes: float = 0.0, decay_minutes: float = 0.0) -> dict:
+    """The shared time-budgeted loop: lr schedule over ``minutes``, checkpoints, resume, samples/s.
+
+    ``probe(state) -> dict`` runs every ``probe_minutes`` of training time (its own time is not
+    counted); its metrics go to ``work/curve.csv``. A probe that returns ``{"stop": True, ...}``
+    ends the phase (marked ``done``: a rerun does not continue it)."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2 if phase == "unet" else 0.0,
                             fused=params[0].is_cuda or None)  # one kernel per step on CUDA
     state = load_phase_state(work, phase) or {"steps": 0, "seconds": 0.0}
@@ -268,10 +306,27 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
         log(f"[{phase}] resuming at step {state['steps']} ({state['seconds']:.0f}s of {minutes * 60:.0f}s)")
     budget, hist = minutes * 60, []
     t0, last_ckpt, done0 = time.time(), time.time(), state["seconds"]
-    while (elapsed := done0 + time.time() - t0) < budget:
+    first_probe = done0 if cfg.probe_at_start else done0 + probe_minutes * 60
+    next_probe = state.get("next_probe_s", first_probe) if probe_minutes else math.inf
+    stop_s = cfg.stop_after_minutes * 60 if cfg.stop_after_minutes else math.inf
+    while (elapsed := done0 + time.time() - t0) < min(budget, stop_s):
+        if probe is not None and elapsed >= next_probe:
+            tp = time.time()
+            metrics = probe(dict(state, seconds=elapsed))
+            stop = metrics.pop("stop", False)
+            append_curve(work, phase, dict(state, seconds=elapsed), metrics)
+            log(f"[{phase}] probe at step {state['steps']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            next_probe = elapsed + probe_minutes * 60
+            state["next_probe_s"] = next_probe
+            t0 += time.time() - tp  # probe time is not training time
+            if stop:
+                state["done"] = True
+                log(f"[{phase}] target reached at step {state['steps']}: phase done")
+                break
         for g in opt.param_groups:
-            g["lr"] = lr_at(lr, elapsed / budget, floor)
-        loss = step_fn(state["steps"])
+            g["lr"] = (wsd_lr_at(lr, elapsed, budget, decay_minutes * 60, floor) if decay_minutes
+                       else lr_at(lr, elapsed / budget, floor))
+        loss = step_fn(state["steps"], elapsed / budget)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -303,7 +358,7 @@ def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     n, f_all, size = clips.shape[:3]
     crop = cfg.vae_crop or size
 
-    def step(_):
+    def step(_, __):
         idx = torch.randint(0, n, (cfg.vae_batch_clips, 1), generator=g, device=dev)
         f0 = torch.randint(0, f_all - cfg.vae_frames + 1, (cfg.vae_batch_clips, 1), generator=g, device=dev)
         y0, x0 = torch.randint(0, size - crop + 1, (2,), generator=g, device=dev).tolist()
@@ -317,8 +372,16 @@ def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
             loss = loss + cfg.vae_temporal_weight * temporal_difference_loss(rec, x, cfg.vae_frames)
         return loss
 
+    probe_clips = heldout_clips(8)
+
+    def probe(_state):
+        vae.eval()
+        db = vae_psnr(vae, probe_clips)
+        vae.train()
+        return {"vae_psnr_db": db, "stop": bool(cfg.vae_target_db) and db >= cfg.vae_target_db}
+
     state = _train_loop("vae", step, list(vae.parameters()), cfg.vae_lr, 0.05, cfg.vae_minutes, cfg, work,
-                        {"vae": vae}, cfg.vae_batch_clips * cfg.vae_frames, log)
+                        {"vae": vae}, cfg.vae_batch_clips * cfg.vae_frames, log, probe, cfg.vae_probe_minutes)
     vae.eval()
     std = latent_std(vae, corpus["clips"][:64])
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
@@ -361,44 +424,146 @@ def encode_corpus(vae, clips: torch.Tensor, batch: int = 64) -> torch.Tensor:
 
 
 def unet_phase_loss(pipe, unet, latents, first, fps, bucket, cfg: PretrainConfig, generator=None) -> torch.Tensor:
-    """The UNet phase's loss of one batch: ``latents`` ``(B, F, C, h, w)`` scaled, ``first`` ``(B, 3, H, W)``
-    in [-1, 1], ``fps`` and ``bucket`` ``(B,)``. The CLIP tower trains with the UNet, so its embedding is
-    computed here; the noise-augmented image latent is drawn anew each step, as in fine-tuning."""
-    ocfg = ObjectiveConfig()
+    """The UNet phase's loss of one batch, encoding the first frame every step (the reference the
+    cached step of :func:`run_unet_phase` is measured against): ``latents`` ``(B, F, C, h, w)`` scaled,
+    ``first`` ``(B, 3, H, W)`` in [-1, 1], ``fps`` and ``bucket`` ``(B,)``. The CLIP tower trains with
+    the UNet, so its embedding is computed here; the noise-augmented image latent is drawn anew each
+    step, as in fine-tuning."""
+    ocfg = unet_objective(cfg)
     aug = sample_noise_aug(len(first), ocfg, generator, first.device)
+    with torch.no_grad():
+        img_lat = encode_image_latents(pipe.vae, first, aug, generator).float()
+    return cached_unet_loss(pipe, unet, latents, img_lat, aug, first, fps, bucket, cfg, generator)
+
+
+def cached_unet_loss(pipe, unet, latents, img_lat, aug, first, fps, bucket, cfg: PretrainConfig,
+                     generator=None) -> torch.Tensor:
+    """The UNet phase's loss with the conditioning image's latent given: ``img_lat`` ``(B, C, h, w)``
+    (unscaled, encoded from ``first`` noised by ``aug`` ``(B,)``); other arguments as
+    :func:`unet_phase_loss`."""
     with autocast(cfg, first.device):
-        with torch.no_grad():
-            img_lat = encode_image_latents(pipe.vae, first, aug, generator).float()
         embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
         ids = added_time_ids(fps, bucket, aug)
-        return svd_loss(unet, latents, img_lat, embeds, ids, ocfg, generator)
+        return svd_loss(unet, latents, img_lat, embeds, ids, unet_objective(cfg), generator)
+
+
+def unet_objective(cfg: PretrainConfig) -> ObjectiveConfig:
+    """The SVD objective with the phase's noise distribution and loss weighting."""
+    return ObjectiveConfig(p_mean=cfg.unet_p_mean, p_std=cfg.unet_p_std, weighting=cfg.unet_weighting)
+
+
+def curriculum_frames(spec: str, frac: float, num_frames: int = 16) -> int:
+    """Frames per clip at fraction ``frac`` of the phase: ``spec`` ``"F1:x1,F2:x2,...,Fn"`` trains
+    ``F1`` frames until ``x1``, then ``F2`` until ``x2`` ..., then ``Fn``; ``""``: ``num_frames``."""
+    if not spec:
+        return num_frames
+    for part in spec.split(","):
+        frames, _, until = part.partition(":")
+        if not until or frac < float(until):
+            return int(frames)
+    return num_frames
+
+
+def check_curriculum(spec: str, num_frames: int) -> None:
+    """Refuse a malformed ``unet_curriculum`` before any work is done."""
+    try:
+        parts = [p.partition(":") for p in spec.split(",")] if spec else []
+        frames = [int(f) for f, _, _ in parts]
+        ends = [float(u) for _, _, u in parts if u]
+    except ValueError:
+        raise ValueError(f"unet_curriculum {spec!r}: expected 'F:fraction,...,F', e.g. '4:0.5,16'") from None
+    if any(not 1 <= f <= num_frames for f in frames) or ends != sorted(ends):
+        raise ValueError(f"unet_curriculum {spec!r}: frames must be 1..{num_frames}, fractions increasing")
+
+
+@torch.no_grad()
+def cache_unet_inputs(vae, corpus: dict, work: Path, draws: int, seed: int, log=print) -> dict:
+    """The UNet phase's inputs, encoded once and kept in ``work/latents.pt`` (reused while the VAE
+    phase's checkpoint is unchanged): scaled ``latents`` ``(N, F, C, h, w)``, and per clip
+    ``draws`` noise-augmented first-frame latents ``image_latents`` ``(N, K, C, h, w)`` with their
+    strengths ``aug`` ``(N, K)`` (drawn as :func:`i2v_helpers.objective.sample_noise_aug` draws
+    them), so no VAE runs inside the training step. Profiled: encoding the first frames was 19 %
+    of a 16 × 4 step (``benchmarks/RESULTS.md``)."""
+    vae_state = load_phase_state(work, "vae") or {}
+    key = {"vae_steps": vae_state.get("steps"), "clips": len(corpus["clips"]), "draws": draws, "seed": seed}
+    f = work / "latents.pt"
+    if f.is_file():
+        cached = torch.load(f, weights_only=True)
+        if cached.get("key") == key:
+            log(f"[unet] latents from {f}")
+            return cached
+    t = time.time()
+    latents = encode_corpus(vae, corpus["clips"])
+    first = to_model_range(corpus["clips"][:, 0])  # (N, 3, H, W)
+    g = torch.Generator().manual_seed(seed + 5)
+    ocfg = ObjectiveConfig()
+    augs = sample_noise_aug(len(first) * draws, ocfg, g).reshape(len(first), draws)
+    img = torch.stack([torch.cat([encode_image_latents(vae, first[i:i + 64], augs[i:i + 64, k], g)
+                                  for i in range(0, len(first), 64)]) for k in range(draws)], dim=1)
+    out = {"key": key, "latents": latents, "image_latents": img, "aug": augs, "seconds": time.time() - t}
+    torch.save(out, work / ".latents.tmp")
+    (work / ".latents.tmp").rename(f)
+    log(f"[unet] encoded {tuple(latents.shape)} and {draws} first-frame draws per clip in {out['seconds']:.0f}s")
+    return out
+
+
+def _probe_pipe(cfg: PretrainConfig, pipe):
+    """A pipeline sharing the phase's models, for the probe (eval mode inside, train mode after)."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    probe_pipe = StableVideoDiffusionPipeline(vae=pipe.vae, image_encoder=pipe.image_encoder, unet=pipe.unet,
+                                              scheduler=pipe.scheduler, feature_extractor=pipe.feature_extractor)
+    probe_pipe.set_progress_bar_config(disable=True)
+    return probe_pipe
 
 
 def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
-    """Phase 2: cache the corpus' latents through the trained VAE, train UNet + CLIP tower."""
+    """Phase 2: cache the corpus' latents through the trained VAE, train UNet + CLIP tower;
+    every ``probe_minutes`` the learning-curve probe (:mod:`i2v_helpers.probe`) goes to ``curve.csv``."""
+    from .probe import learning_curve_probe, probe_items
+
     work, dev = Path(cfg.work_dir), _device(cfg)
-    pipe = build_tiny_pipeline(TINY_PRESETS[cfg.model], seed=cfg.seed)
+    mc = TINY_PRESETS[cfg.model]
+    check_curriculum(cfg.unet_curriculum, mc.num_frames)
+    pipe = build_tiny_pipeline(mc, seed=cfg.seed)
     prev = load_phase_state(work, "unet")
     pipe.unet, pipe.image_encoder = start_models(cfg, "unet", ["unet", "image_encoder"]).values()
     pipe.vae = start_models(cfg, "vae", ["vae"])["vae"].eval().requires_grad_(False)
     pipe.to(dev)
-    t = time.time()
-    latents = encode_corpus(pipe.vae, corpus["clips"])
+    cache = cache_unet_inputs(pipe.vae, corpus, work, cfg.image_aug_draws, cfg.seed, log)
+    latents, img_lats, augs = cache["latents"].to(dev), cache["image_latents"].to(dev), cache["aug"].to(dev)
     first = to_model_range(corpus["clips"][:, 0].to(dev))  # (N, 3, H, W)
     fps, bucket = corpus["fps"].to(dev), corpus["bucket"].to(dev)
-    encode_s = time.time() - t
-    log(f"[unet] encoded {tuple(latents.shape)} in {encode_s:.0f}s")
+    encode_s = cache["seconds"]  # when it was encoded (a resumed run reads the file in ~1 s)
     g = torch.Generator(device=dev).manual_seed(cfg.seed + 2 + (prev or {}).get("steps", 0))
     unet = torch.compile(pipe.unet) if cfg.compile else pipe.unet
     pipe.unet.train(), pipe.image_encoder.train()
+    n, draws = len(latents), img_lats.shape[1]
 
-    def step(_):
-        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=g, device=dev)
-        return unet_phase_loss(pipe, unet, latents[idx], first[idx], fps[idx], bucket[idx], cfg, g)
+    def step(_, frac):
+        frames = curriculum_frames(cfg.unet_curriculum, frac, mc.num_frames)
+        b = max(1, cfg.unet_batch * mc.num_frames // frames)
+        idx = torch.randint(0, n, (b,), generator=g, device=dev)
+        k = torch.randint(0, draws, (b,), generator=g, device=dev)
+        return cached_unet_loss(pipe, unet, latents[idx, :frames], img_lats[idx, k], augs[idx, k], first[idx],
+                                fps[idx], bucket[idx], cfg, g)
+
+    items = probe_items() if cfg.probe_minutes else []
+
+    def probe(_state):
+        pipe.unet.eval(), pipe.image_encoder.eval()
+        res = learning_curve_probe(_probe_pipe(cfg, pipe), items)
+        pipe.unet.train(), pipe.image_encoder.train()
+        return res
 
     params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
     state = _train_loop("unet", step, params, cfg.unet_lr, 0.1, cfg.unet_minutes, cfg, work,
-                        {"unet": pipe.unet, "image_encoder": pipe.image_encoder}, cfg.unet_batch, log)
+                        {"unet": pipe.unet, "image_encoder": pipe.image_encoder}, cfg.unet_batch, log,
+                        probe if items else None, cfg.probe_minutes, cfg.unet_decay_minutes)
+    if items:  # the curve's last point: the phase's result
+        metrics = probe(state)
+        append_curve(work, "unet", state, metrics)
+        log("[unet] final probe: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     state.update(corpus_clips=len(latents), encode_seconds=round(encode_s), batch=cfg.unet_batch,
                  machine=machine(dev), compile=cfg.compile)
     (work / "unet" / "state.json").write_text(json.dumps(state, indent=2))
@@ -419,7 +584,7 @@ def run_decoder_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     g = torch.Generator(device=dev).manual_seed(cfg.seed + 3 + (prev or {}).get("steps", 0))
     nf = cfg.decoder_frames
 
-    def step(_):
+    def step(_, __):
         idx = torch.randint(0, len(clips), (cfg.decoder_batch_clips, 1), generator=g, device=dev)
         f0 = torch.randint(0, clips.shape[1] - nf + 1, (cfg.decoder_batch_clips, 1), generator=g, device=dev)
         x = to_model_range(clips[idx, f0 + torch.arange(nf, device=dev)].flatten(0, 1))
@@ -452,7 +617,8 @@ def run_phases(cfg: PretrainConfig, phases=PHASES, log=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     minutes = {"vae": cfg.vae_minutes, "unet": cfg.unet_minutes, "decoder": cfg.decoder_minutes}
-    todo = [p for p in phases if (load_phase_state(work, p) or {"seconds": 0})["seconds"] < minutes[p] * 60]
+    todo = [p for p in phases if not (st := load_phase_state(work, p) or {"seconds": 0}).get("done")
+            and st["seconds"] < minutes[p] * 60]
     for p in set(phases) - set(todo):
         log(f"[{p}] already done in {work}: raise its minutes to train it longer, or delete {work / p} to redo it")
     if not todo:
