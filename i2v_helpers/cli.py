@@ -2,9 +2,11 @@
 ``demo``, ``pretrain``.
 
 Every subcommand is a thin wrapper over a package function the notebooks call too.
-Run ``i2v -h`` or ``i2v SUBCOMMAND -h``.
+Run ``i2v -h`` or ``i2v SUBCOMMAND -h``. Errors a user can fix (:data:`EXIT_CODES`) end in one
+``error: ...`` line and an exit code, not a traceback.
 """
 
+# Each cmd_* handler imports what it needs when it runs: torch and diffusers take ~2 s, -h and typos must not wait.
 from __future__ import annotations
 
 import argparse
@@ -14,31 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import BenchSetup, bench_sample, bench_train, format_bench
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
-from .config import check_fields, load_config, parse_overrides
-from .course_data import add_objects, make_samples
-from .data import ManifestError, check_manifest, summarize
-from .demo import DemoError, run_demo
-from .device import environment_report, sdpa_backends, tuning_report
-from .estimate import estimate_memory, format_estimate
-from .evaluation import (
-    compare_models,
-    evaluate_generation,
-    format_comparison,
-    format_paired,
-    format_summary,
-    load_model_spec,
-    model_spec,
-    write_report,
-)
-from .generation import generate
-from .models import TINY_SVD_DIR
-from .motion import motion_score
-from .prepare import prepare_videos
-from .pretrain import PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput, write_model_card
-from .training import TrainingDiverged, train
-from .video_io import read_image, read_video, write_video
+from .errors import ConfigError, TrainingDiverged
+
+# error → exit code of ``i2v``, printed as one ``error: ...`` line. 2 as argparse's own for a bad argument
+# (a config error is a usage error too); 1 stays a handler's "failed" (data check, data prepare, demo)
+EXIT_CODES = {ConfigError: 2, TrainingDiverged: 3}
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -47,6 +30,8 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 
 def cmd_env(args) -> int:
+    from .device import environment_report, sdpa_backends, tuning_report
+
     rep = environment_report()
     if args.tuning:
         rep["tuning"] = tuning_report()
@@ -63,6 +48,10 @@ def cmd_env(args) -> int:
 
 
 def cmd_data_check(args) -> int:
+    from .data import ManifestError, check_manifest, summarize
+    from .motion import motion_score
+    from .video_io import read_video
+
     try:
         good, problems = check_manifest(args.manifest, args.frames, args.sampling, args.stride,
                                         args.allow_outside, decode=not args.no_decode)
@@ -80,12 +69,16 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_make_samples(args) -> int:
+    from .course_data import add_objects, make_samples
+
     make = add_objects if args.objects_only else make_samples
     make(args.out, seed=args.seed, size=args.size, frames=args.frames, sets=args.sets)
     return 0
 
 
 def cmd_data_prepare(args) -> int:
+    from .prepare import prepare_videos
+
     size = tuple(int(x) for x in args.size.lower().split("x")) if "x" in args.size.lower() else int(args.size)
     try:
         summary = prepare_videos(args.raw, args.out, num_frames=args.frames, fps=args.fps, size=size,
@@ -105,6 +98,11 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from .evaluation import load_model_spec, model_spec
+    from .generation import generate
+    from .models import TINY_SVD_DIR
+    from .video_io import read_image, write_video
+
     model = str(TINY_SVD_DIR) if args.model is None else args.model
     pipe = load_model_spec(model_spec(model, args.lora, args.adapters))
     frames = generate(pipe, read_image(args.image), num_frames=args.frames, steps=args.steps, fps=args.fps,
@@ -117,13 +115,14 @@ def cmd_sample(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from .config import check_fields, parse_overrides
+    from .evaluation import format_summary
+    from .pretrain import PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput, write_model_card
+
     cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed, vae_minutes=args.vae_minutes,
                          unet_minutes=args.unet_minutes, decoder_minutes=args.decoder_minutes)
-    try:
-        for key, value in check_fields(PretrainConfig, parse_overrides(args.set), "--set").items():
-            setattr(cfg, key, value)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    for key, value in check_fields(PretrainConfig, parse_overrides(args.set), "--set").items():  # ConfigError: exit 2
+        setattr(cfg, key, value)
     if args.phase == "throughput":
         print(json.dumps(unet_throughput(cfg.model, cfg.unet_batch, cfg.precision, args.seconds, cfg.device,
                                          cfg.compile)))
@@ -145,17 +144,27 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    cfg = load_config(args.config, args.set)
-    try:
-        result = train(cfg, resume=args.resume)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    from .config import load_config
+    from .training import train
+
+    cfg = load_config(args.config, args.set)  # a bad key or value: ConfigError (exit 2) before the model loads
+    result = train(cfg, resume=args.resume)  # TrainingDiverged: exit 3
     print(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_eval(args) -> int:
+    from .evaluation import (
+        compare_models,
+        evaluate_generation,
+        format_comparison,
+        format_paired,
+        format_summary,
+        load_model_spec,
+        model_spec,
+        write_report,
+    )
+
     out = Path(args.out)
     if args.compare:
         specs = dict(c.split("=", 1) if "=" in c else (c, c) for c in args.compare)
@@ -185,6 +194,8 @@ def _ckpt_arg(v: str):
 
 
 def cmd_bench_train(args) -> int:
+    from .bench import BenchSetup, bench_train, format_bench
+
     setup = BenchSetup(preset=args.preset, technique=args.technique, frames=args.frames, height=args.height,
                        width=args.width, batch=args.batch, lora_rank=args.lora_rank,
                        mixed_precision=args.mixed_precision,
@@ -197,6 +208,8 @@ def cmd_bench_train(args) -> int:
 
 
 def cmd_bench_sample(args) -> int:
+    from .bench import bench_sample
+
     res = bench_sample(args.model, steps=args.steps, frames=args.frames, repeats=args.repeats,
                        device=args.device, compile=args.compile)
     if args.json:
@@ -209,6 +222,9 @@ def cmd_bench_sample(args) -> int:
 
 
 def cmd_estimate(args) -> int:
+    from .config import load_config
+    from .estimate import estimate_memory, format_estimate
+
     cfg = load_config(args.config, args.set)
     est = estimate_memory(cfg)
     print(json.dumps(est, default=str) if args.json else format_estimate(args.config, est))
@@ -217,6 +233,8 @@ def cmd_estimate(args) -> int:
 
 def cmd_demo(args) -> int:
     """``i2v demo``: :func:`i2v_helpers.demo.run_demo` (data check, stage 1, stage 2, evaluation, a video)."""
+    from .demo import DemoError, run_demo
+
     try:
         run_demo(args.data, args.out, quick=args.quick, stage1_steps=args.stage1_steps,
                  stage2_steps=args.stage2_steps, max_train_clips=args.max_train_clips, eval_clips=args.eval_clips,
@@ -224,9 +242,6 @@ def cmd_demo(args) -> int:
     except DemoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
     return 0
 
 
@@ -409,6 +424,7 @@ def _add_pretrain_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``i2v`` parser; building it and ``-h`` import no torch (tests/test_cli.py)."""
     p = argparse.ArgumentParser(prog="i2v", description="Image-to-video diffusion course tools")
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_env_command(sub)
@@ -424,8 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one subcommand; an error in :data:`EXIT_CODES` becomes ``error: ...`` on stderr and its exit code."""
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except tuple(EXIT_CODES) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return next(code for cls, code in EXIT_CODES.items() if isinstance(e, cls))
 
 
 if __name__ == "__main__":

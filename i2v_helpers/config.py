@@ -2,8 +2,9 @@
 
     cfg = load_config("tiny-stage1", ["max_steps=200", "learning_rate=3e-4"])
 
-Shipped configs live in ``i2v_helpers/configs/``; unknown keys are refused when the config is
-made (not an hour into training). Introduced in notebook 06.
+Shipped configs live in ``i2v_helpers/configs/``. Unknown keys and values outside
+:data:`ALLOWED_VALUES` are refused when the config is made (not an hour into training), with a
+:class:`~i2v_helpers.errors.ConfigError` naming the key. Introduced in notebook 06.
 """
 
 from __future__ import annotations
@@ -15,10 +16,24 @@ from pathlib import Path
 import torch
 import yaml
 
+from .errors import ConfigError, ConfigNotFound
 from .objective import ObjectiveConfig
 
 # mixed_precision → the dtype frozen weights are stored and computed in (trainable weights stay fp32)
 PRECISION_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# TrainConfig field → the values the code that reads it accepts; anything else would fail late (after
+# the model loads) or, worse, silently mean something else (cache: any typo used to mean in memory)
+ALLOWED_VALUES = {
+    "technique": ("lora", "full", "adapter"),  # techniques.apply_technique, checkpoints.save_result
+    "mixed_precision": tuple(PRECISION_DTYPES),  # TrainConfig.weight_dtype
+    "sampling": ("consecutive", "spread"),  # data.sample_frame_indices, data.frames_needed, conditioning.clip_fps
+    "cache": ("memory", "disk", "off"),  # encoded.EncodedClips (anything but disk and off: memory)
+    # techniques.enable_checkpointing, estimate.estimate_memory; true and diffusers are the same
+    "gradient_checkpointing": (False, True, "diffusers", "full"),
+    "lora_blocks": ("all", "spatial", "temporal"),  # lora.attention_target_modules (on the loaded UNet)
+    "adapter_blocks": ("all", "spatial", "temporal"),  # adapters.adapter_sites (on the loaded UNet)
+}
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -36,7 +51,7 @@ class TrainConfig:
     # data
     num_frames: int = 16
     resolution: int | list[int] | None = None  # px, or [H, W]; default: the model's native size
-    sampling: str = "consecutive"
+    sampling: str = "consecutive"  # consecutive (stride apart) | spread (evenly over the clip)
     stride: int = 1
     batch_size: int = 4
     grad_accum: int = 1
@@ -86,18 +101,18 @@ class TrainConfig:
     report_to: str = "tensorboard"  # tensorboard | none
 
     def __post_init__(self):  # checked when the config is made, not an hour into training
-        if self.technique not in ("lora", "full", "adapter"):
-            raise ValueError(f"technique must be lora, full or adapter, got {self.technique!r}")
-        self.objective()  # validates the objective settings (loss) now
-        if self.mixed_precision not in PRECISION_DTYPES:
-            raise ValueError(f"mixed_precision must be one of {sorted(PRECISION_DTYPES)}, "
-                             f"got {self.mixed_precision!r}")
+        for name, allowed in ALLOWED_VALUES.items():
+            check_allowed(name, getattr(self, name), allowed)
+        try:
+            self.objective()  # the objective checks its own settings (loss)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         for name in ("val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints must be >= 1 (the newest N are kept) or null (all are kept), got "
-                             f"{self.keep_checkpoints}; for no checkpoints at all set checkpoint_every=0")
+            raise ConfigError(f"keep_checkpoints must be >= 1 (the newest N are kept) or null (all are kept), got "
+                              f"{self.keep_checkpoints}; for no checkpoints at all set checkpoint_every=0")
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -110,12 +125,20 @@ class TrainConfig:
                                drop_image=self.drop_image, drop_both=self.drop_both, loss=self.loss)
 
 
+def check_allowed(name: str, value, allowed: tuple) -> None:
+    """:class:`~i2v_helpers.errors.ConfigError` unless ``value`` is one of ``allowed``, of the same type:
+    ``1`` is not ``true`` (``1 == True`` in Python, but ``enable_checkpointing`` would refuse it)."""
+    if not any(type(value) is type(a) and value == a for a in allowed):
+        spelled = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)  # as YAML writes them
+        raise ConfigError(f"{name} must be one of {spelled}, got {value!r}")
+
+
 def parse_overrides(items: list[str] | None) -> dict:
     """``["key=value", ...]`` (``--set``) → ``{key: value}``, values parsed as YAML."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"--set {item!r}: expected key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -127,14 +150,14 @@ def check_fields(cls, data: dict, where) -> dict:
     fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown config keys {unknown}; known keys: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown config keys {unknown}; known keys: {sorted(fields)}")
     data = dict(data)
     for k, v in data.items():
         if isinstance(v, (str, int)) and not isinstance(v, bool) and "float" in fields[k]:
             try:
                 data[k] = float(v)
             except ValueError:
-                raise ValueError(f"{where}: {k} must be a number, got {v!r}") from None
+                raise ConfigError(f"{where}: {k} must be a number, got {v!r}") from None
     return data
 
 
@@ -147,7 +170,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         p = CONFIG_DIR / f"{name_or_path}.yaml"
     if not p.is_file():
         names = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"{name_or_path}: no such config file or shipped config (shipped: {names})")
+        raise ConfigNotFound(f"{name_or_path}: no such config file or shipped config (shipped: {names})")
     data = (yaml.safe_load(p.read_text()) or {}) | parse_overrides(overrides)
     data = check_fields(TrainConfig, data, p)
     if "adam_betas" in data:

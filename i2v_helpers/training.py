@@ -42,6 +42,7 @@ from .config import TrainConfig
 from .data import VideoClipDataset
 from .device import pick_device
 from .encoded import EncodedClips, collate
+from .errors import TrainingDiverged  # lives in errors.py: `i2v` maps it to exit 3 without importing torch
 from .generation import generate
 from .models import load_pipeline, native_resolution, resolve_model_path, set_model_geometry
 from .objective import (
@@ -87,10 +88,6 @@ def validation_loss(pipe, unet, encoded, cfg: TrainConfig, device) -> float:
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx]).items()}
         losses.append(batch_loss(pipe, unet, batch, ocfg, per_sample_generators(1234, 0, idx)).item())
     return float(np.mean(losses))
-
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 def _diverged(what: str, step: int, out: Path, cfg: TrainConfig) -> TrainingDiverged:

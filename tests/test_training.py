@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from conftest import REPO  # tests/conftest.py
 from i2v_helpers.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from i2v_helpers.config import load_config
+from i2v_helpers.config import ALLOWED_VALUES, CONFIG_DIR, TrainConfig, load_config
 from i2v_helpers.encoded import EncodedClips, collate, save_items
+from i2v_helpers.errors import ConfigError
 from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline
 from i2v_helpers.training import TrainingDiverged, batch_loss, epoch_batches, train
 
@@ -38,8 +39,32 @@ def test_config_names_overrides_and_errors():
         load_config("tiny-stage1", ["learning_rat=1"])
     with pytest.raises(FileNotFoundError, match="shipped:"):
         load_config("no-such-config")
-    for name in ("svd-xt-lora", "svd-xt-lora-24gb", "svd-xt-lora-large", "svd-xt-full", "tiny-stage2-animated"):
-        assert load_config(name).max_steps > 0
+
+
+def test_every_shipped_config_loads():
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert len(names) >= 7 and "svd-xt-lora" in names
+    for name in names:
+        assert load_config(name).max_steps > 0, name
+
+
+@pytest.mark.parametrize("name, allowed", ALLOWED_VALUES.items())
+def test_config_takes_the_allowed_values_and_names_the_key_of_others(name, allowed):
+    for value in allowed:
+        assert getattr(TrainConfig(**{name: value}), name) == value
+    with pytest.raises(ConfigError, match=rf"^{name} must be one of .*, got 'typo'$"):
+        TrainConfig(**{name: "typo"})
+    with pytest.raises(ValueError, match=name):  # a ConfigError is a ValueError, as these errors were before
+        load_config("tiny-stage1", [f"{name}=typo"])
+
+
+def test_config_allowed_values_are_exact():
+    # YAML's spellings of the booleans pass; 1 == True in Python, but enable_checkpointing would refuse 1
+    assert load_config("tiny-stage1", ["gradient_checkpointing=on"]).gradient_checkpointing is True
+    with pytest.raises(ConfigError, match="gradient_checkpointing must be one of false, true, diffusers, full, got 1"):
+        load_config("tiny-stage1", ["gradient_checkpointing=1"])
+    with pytest.raises(ConfigError, match="lora_blocks"):  # a list of patterns is not a preset name
+        load_config("tiny-stage1", ["lora_blocks=[temporal]"])
 
 
 @pytest.mark.slow
