@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from i2v_helpers.models import TINY_PRESETS, build_tiny_pipeline
-from i2v_helpers.pretrain import PretrainConfig, unet_phase_loss
+from i2v_helpers.objective import ObjectiveConfig, encode_image_latents, sample_noise_aug
+from i2v_helpers.pretrain import PretrainConfig, cached_unet_loss, unet_phase_loss
 
 
 def timed(step, seconds: float) -> tuple[float, int]:
@@ -59,8 +60,15 @@ def unet_step_fn(pipe, batch: int, frames: int, cached_image_latents: bool = Fal
     opt = torch.optim.AdamW(params, lr=1e-4)
     cfg = PretrainConfig(device="cpu")
 
+    aug = sample_noise_aug(batch, ObjectiveConfig())
+    with torch.no_grad():
+        img_lat = encode_image_latents(pipe.vae, first, aug)
+
     def step():
-        loss = unet_phase_loss(pipe, pipe.unet, latents, first, fps, bucket, cfg)
+        if cached_image_latents:  # what run_unet_phase does: first-frame latents encoded once, before training
+            loss = cached_unet_loss(pipe, pipe.unet, latents, img_lat, aug, first, fps, bucket, cfg)
+        else:  # the step as it was: the VAE encodes the noise-augmented first frames every step
+            loss = unet_phase_loss(pipe, pipe.unet, latents, first, fps, bucket, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -89,16 +97,18 @@ def main():
             if args.table and (clips, frames, size, cl) == (4, 4, 32, False):
                 profile(step)
     if args.only in (None, "unet"):
-        for batch, frames in [(4, 16), (8, 8), (16, 4), (16, 1), (32, 4)]:
-            pipe = build_tiny_pipeline(mc)
-            pipe.vae.requires_grad_(False)
-            step = unet_step_fn(pipe, batch, frames)
-            s, n = timed(step, args.seconds)
-            print(json.dumps({"phase": "unet", "batch": batch, "frames": frames, "step_s": round(s, 4),
-                              "clips_per_s": round(batch / s, 2), "frames_per_s": round(batch * frames / s, 1)}),
-                  flush=True)
-            if args.table and (batch, frames) == (16, 4):
-                profile(step)
+        for batch, frames in [(4, 16), (8, 8), (16, 4), (16, 1)]:
+            for cached in (False, True):
+                torch.manual_seed(0)
+                pipe = build_tiny_pipeline(mc)
+                pipe.vae.requires_grad_(False)
+                step = unet_step_fn(pipe, batch, frames, cached)
+                s, n = timed(step, args.seconds)
+                print(json.dumps({"phase": "unet", "batch": batch, "frames": frames, "cached_image_latents": cached,
+                                  "step_s": round(s, 4), "clips_per_s": round(batch / s, 2),
+                                  "frames_per_s": round(batch * frames / s, 1)}), flush=True)
+                if args.table and (batch, frames) == (16, 4):
+                    profile(step)
 
 
 def profile(step):

