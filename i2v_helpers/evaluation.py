@@ -51,7 +51,8 @@ METRIC_MEANINGS = {
     "far_flow": "the same, only more than 4 px from anywhere the real clip moves: shimmer, not a late object",
     "object_err_px": "generated vs true object centre, px; a lost object counts as the frame diagonal "
                      "(clips with object ground truth only)",
-    "object_kept": "share of frames where an object of the true colour and size is found near its place",
+    "object_kept": "share of frames where a blob of the true colour and size is found anywhere in the frame "
+                   "(no distance limit: the place is object_err_px's job)",
     "warp_error": "flicker: change between frames that the video's own motion does not explain",
     "psnr": "per-frame pixel fidelity to the real clip, dB (frames 1.., frame 0 is the given image)",
     "ssim": "per-frame structural similarity to the real clip (frames 1..)",

@@ -40,7 +40,9 @@ exactly, while one whose colour the tiny model's VAE drifted by 50-100 (it desat
 small objects) is still found.
 
 * ``object_kept``: the fraction of frames where the object is found (so with ½–2× its
-  true area).
+  true area), anywhere in the frame: there is no distance limit, so a frozen first frame
+  can score 1.0 however far the real object moves (the repeated first frame does, on both of
+  notebook 08's sets); where it is found is ``object_err_px``'s job.
 * ``object_err_px``: distance in px between the found and the true centroid, mean over
   objects and frames; a frame where the object is not found counts as the frame's diagonal
   (90.5 px at 64×64), so losing an object is never better than misplacing it.
