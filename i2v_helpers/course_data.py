@@ -93,29 +93,54 @@ def make_samples(out: str | Path = "data_samples", seed: int = 0, size: int = 64
     return counts
 
 
-def add_objects(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
-                sets=None, log=print) -> dict:
-    """Add the ``objects`` field to the manifests make-samples wrote under ``out``, touching no media.
-
-    Replays the generators with the same ``seed`` (the same clips, in the same order) and keeps
-    every other key of every entry as it is: the shipped mp4s were encoded by another library
-    version, so regenerating would change their bytes. Each entry's PNG must equal the replayed
-    first frame exactly, otherwise ``ValueError`` (the manifest was made another way). Returns
-    ``{set/split: entries with objects}``.
-    """
+def _rewrite_manifests(out, seed: int, size: int, frames: int, sets, update, what: str, log=print) -> dict:
+    """Replay the generators with ``seed`` (the same clips, in the same order) and call
+    ``update(entry, clip, meta) -> bool`` on each manifest entry, touching no media: the shipped
+    mp4s were encoded by another library version, so regenerating would change their bytes. Each
+    entry's PNG must equal the replayed first frame exactly, otherwise ``ValueError`` (the manifest
+    was made another way). Returns ``{set/split: entries for which update returned True}``."""
     out = Path(out)
     counts = {}
     for name, split, clips in _split_clips(seed, size, frames, sets):
         manifest = out / name / f"{split}.jsonl"
         entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        n = 0
         for entry, (clip, meta, _) in zip(entries, clips, strict=True):
             if not np.array_equal(read_image(manifest.parent / entry["image"]), clip[0]):
                 raise ValueError(f"{manifest}: {entry['image']} is not the clip seed {seed} makes; "
                                  "regenerate the set with i2v data make-samples")
-            entry.pop("objects", None)
-            if "objects" in meta:
-                entry["objects"] = meta["objects"]
+            n += bool(update(entry, clip, meta))
         _write_manifest(manifest, entries)
-        counts[f"{name}/{split}"] = sum("objects" in e for e in entries)
-        log(f"added objects to {counts[f'{name}/{split}']} of {len(entries)} entries of {manifest}")
+        counts[f"{name}/{split}"] = n
+        log(f"{what}: {n} of {len(entries)} entries of {manifest}")
     return counts
+
+
+def add_objects(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
+                sets=None, log=print) -> dict:
+    """Add the ``objects`` field to the manifests make-samples wrote under ``out``, keeping every
+    other key of every entry as it is (:func:`_rewrite_manifests`). Returns
+    ``{set/split: entries with objects}``."""
+
+    def update(entry, clip, meta):
+        entry.pop("objects", None)
+        if "objects" in meta:
+            entry["objects"] = meta["objects"]
+        return "objects" in entry
+
+    return _rewrite_manifests(out, seed, size, frames, sets, update, "objects added", log)
+
+
+def refresh_buckets(out: str | Path = "data_samples", seed: int = 0, size: int = 64, frames: int = 16,
+                    sets=None, log=print) -> dict:
+    """Recompute each entry's ``motion_bucket_id`` from its replayed, uncompressed clip with today's
+    :func:`i2v_helpers.motion.motion_score`, as :func:`make_samples` writes it. Manifests written
+    before ``motion_score`` ignored unchanged pixels (``CHANGE_THRESHOLD``) carry larger buckets than
+    today's code gives the same clip, so a model trained on today's buckets would be conditioned
+    differently at evaluation. Returns ``{set/split: entries whose bucket changed}``."""
+
+    def update(entry, clip, meta):
+        old, entry["motion_bucket_id"] = entry["motion_bucket_id"], motion_bucket(motion_score(clip), size)
+        return entry["motion_bucket_id"] != old
+
+    return _rewrite_manifests(out, seed, size, frames, sets, update, "buckets changed", log)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
-from i2v_helpers.course_data import add_objects
+from i2v_helpers.course_data import add_objects, refresh_buckets
 from i2v_helpers.data import parse_manifest
 from i2v_helpers.metrics import find_object, object_metrics, repeat_first_frame
 from i2v_helpers.video_io import read_video
@@ -151,3 +151,17 @@ def test_parse_manifest_exposes_and_checks_objects(tmp_path):
     (tmp_path / "m.csv").write_text('video,objects\na.mp4,"' + json.dumps(objects).replace('"', '""') + '"\n')
     entries, problems = parse_manifest(tmp_path / "m.csv")
     assert not problems and entries[0].objects == objects
+
+
+def test_refresh_buckets_gives_todays_bucket_and_touches_nothing_else(tmp_path):
+    """The sports manifests were rewritten with today's motion_score: refreshing changes none of
+    them; a bucket edited by hand is put back, and no other key or media file changes."""
+    shutil.copytree(REPO / "data_samples" / "sports", tmp_path / "sports")
+    f = tmp_path / "sports" / "val.jsonl"
+    lines = f.read_text().splitlines()
+    entry = json.loads(lines[0])
+    lines[0] = json.dumps({**entry, "motion_bucket_id": entry["motion_bucket_id"] + 7})
+    f.write_text("\n".join(lines) + "\n")
+    counts = refresh_buckets(tmp_path, sets=["sports"], log=lambda *a: None)
+    assert counts == {"sports/train": 0, "sports/val": 1}
+    assert f.read_text() == (REPO / "data_samples" / "sports" / "val.jsonl").read_text()
