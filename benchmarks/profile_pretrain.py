@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--only", choices=["vae", "unet"], default=None)
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also time the 16 x 4 cached step with torch.compile(unet)")
+    ap.add_argument("--shapes", default="4x16,8x8,16x4,16x1", help="UNet batch x frames to time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -97,7 +99,7 @@ def main():
             if args.table and (clips, frames, size, cl) == (4, 4, 32, False):
                 profile(step)
     if args.only in (None, "unet"):
-        for batch, frames in [(4, 16), (8, 8), (16, 4), (16, 1)]:
+        for batch, frames in [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]:
             for cached in (False, True):
                 torch.manual_seed(0)
                 pipe = build_tiny_pipeline(mc)
@@ -109,6 +111,19 @@ def main():
                                   "frames_per_s": round(batch * frames / s, 1)}), flush=True)
                 if args.table and (batch, frames) == (16, 4):
                     profile(step)
+        if args.compile:
+            torch.manual_seed(0)
+            pipe = build_tiny_pipeline(mc)
+            pipe.vae.requires_grad_(False)
+            pipe.unet = torch.compile(pipe.unet)
+            t0 = time.perf_counter()
+            step = unet_step_fn(pipe, 16, 4, True)
+            step()
+            compile_s = time.perf_counter() - t0
+            s, n = timed(step, args.seconds)
+            print(json.dumps({"phase": "unet", "batch": 16, "frames": 4, "cached_image_latents": True,
+                              "compile": True, "compile_s": round(compile_s, 1), "step_s": round(s, 4),
+                              "clips_per_s": round(16 / s, 2)}), flush=True)
 
 
 def profile(step):

@@ -3,7 +3,8 @@
 # Every step resumes: rerun the same line after an interruption. The work folder lives outside the
 # checkout (V2_WORK, default /work/v2build) so that a fresh clone does not lose it.
 #
-#   bash benchmarks/v2_cpu_build.sh vae            # phase 1 until 31 dB on the probe clips (or 90 min)
+#   bash benchmarks/v2_cpu_build.sh vae            # phase 1 until 31 dB on the probe clips (or 90 min); 8-frame
+#                                                  # windows of 32 px crops (the first 41 min of this build: 4-frame)
 #   bash benchmarks/v2_cpu_build.sh arm NAME       # one 15-minute UNet ablation arm, from scratch (names below)
 #   bash benchmarks/v2_cpu_build.sh plot           # the learning curve PNG of the build and of each arm
 #
@@ -19,7 +20,7 @@ COMMON=(--set corpus_clips=3000 --set workers=2 --set checkpoint_minutes=4)
 case "${1:-}" in
   vae)
     i2v pretrain vae --work-dir "$W/work" --out "$W/tiny-svd" --vae-minutes 90 "${COMMON[@]}" \
-      --set vae_target_db=31 --set vae_probe_minutes=5
+      --set vae_target_db=31 --set vae_probe_minutes=5 --set vae_frames=8 --set vae_batch_clips=2
     ;;
   arm)
     name=${2:?arm name}

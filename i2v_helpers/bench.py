@@ -28,7 +28,7 @@ import torch
 
 from .conditioning import DEFAULT_MOTION_BUCKET
 from .config import PRECISION_DTYPES, TrainConfig
-from .device import pick_device
+from .device import describe, enable_tf32, pick_device, sync
 from .encoded import EncodedClips, collate
 from .generation import as_pil, generate
 from .models import (
@@ -146,11 +146,6 @@ class PeakMemory:
         return False
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ------------------------------------------------------------------ the two loops
 
 def _random_clips(s: BenchSetup, device, n: int):
@@ -170,10 +165,10 @@ def _optimizer(unet):
 def _time_steps(step_fn, s: BenchSetup, device) -> list[float]:
     times = []
     for i in range(s.warmup + s.steps):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         step_fn(i)
-        _sync(device)
+        sync(device)
         if i >= s.warmup:
             times.append(time.perf_counter() - t)
     return times
@@ -295,9 +290,8 @@ def bench_train(setup: BenchSetup, device=None, modes=("naive", "trainer"), flop
     device = torch.device(device or pick_device().device)
     s = setup.resolved(device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    out = {"setup": {k: getattr(s, k) for k in s.__dataclass_fields__}, "device": _device_name(device),
+        enable_tf32()
+    out = {"setup": {k: getattr(s, k) for k in s.__dataclass_fields__}, "device": describe(device),
            "torch": torch.__version__}
     for kind in modes:
         torch.manual_seed(s.seed)
@@ -306,14 +300,6 @@ def bench_train(setup: BenchSetup, device=None, modes=("naive", "trainer"), flop
     out["speedup"] = (t["samples_per_s"] / n["samples_per_s"]
                       if n.get("samples_per_s") and t.get("samples_per_s") else None)
     return out
-
-
-def _device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def _peak_tflops(device) -> float | None:
@@ -378,15 +364,15 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
     def package():
         generate(pipe, image, num_frames=frames, steps=steps, seed=0)
 
-    res = {"device": _device_name(device), "frames": frames, "steps": steps, "compile": compile}
+    res = {"device": describe(device), "frames": frames, "steps": steps, "compile": compile}
     for name, fn in (("plain_diffusers", plain), ("package", package)):
         fn()  # warm-up (and compilation)
         times = []
         for _ in range(repeats):
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t)
         res[name] = {"median_s": statistics.median(times), "times": [round(t, 4) for t in times]}
     res["ratio"] = res["package"]["median_s"] / res["plain_diffusers"]["median_s"]

@@ -117,10 +117,12 @@ def cmd_sample(args) -> int:
 def cmd_pretrain(args) -> int:
     from .config import check_fields, parse_overrides
     from .evaluation import format_summary
+    from .models import TINY_MODEL_DIR
     from .pretrain import PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput, write_model_card
 
-    cfg = PretrainConfig(out_dir=args.out, work_dir=args.work_dir, seed=args.seed, vae_minutes=args.vae_minutes,
-                         unet_minutes=args.unet_minutes, decoder_minutes=args.decoder_minutes)
+    cfg = PretrainConfig(out_dir=args.out or TINY_MODEL_DIR, work_dir=args.work_dir, seed=args.seed,
+                         vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
+                         decoder_minutes=args.decoder_minutes)
     for key, value in check_fields(PretrainConfig, parse_overrides(args.set), "--set").items():  # ConfigError: exit 2
         setattr(cfg, key, value)
     if args.phase == "throughput":
@@ -164,6 +166,7 @@ def cmd_eval(args) -> int:
         model_spec,
         write_report,
     )
+    from .models import TINY_MODEL_DIR
 
     out = Path(args.out)
     if args.compare:
@@ -180,7 +183,8 @@ def cmd_eval(args) -> int:
             indent=2))
         print(f"wrote {out / 'compare.json'}")
         return 0
-    pipe = load_model_spec(model_spec(args.model, args.lora, args.adapters))
+    model = TINY_MODEL_DIR if args.model is None else args.model
+    pipe = load_model_spec(model_spec(model, args.lora, args.adapters))
     res = evaluate_generation(pipe, args.manifest, tuple(args.seeds), args.steps, args.max_clips, args.frames,
                               keep_videos=args.grid_clips, size=args.size, sampling=args.sampling, stride=args.stride)
     print(format_summary(res))
@@ -322,7 +326,8 @@ def _add_train_command(sub) -> None:
 def _add_eval_command(sub) -> None:
     """``i2v eval``."""
     ev = sub.add_parser("eval", help="score generations against held-out clips (and the repeat-first-frame baseline)")
-    ev.add_argument("--model", default="data_samples/models/tiny-svd", help="pipeline folder, run folder, or baseline")
+    ev.add_argument("--model", default=None,
+                    help="pipeline folder, run folder, or baseline (default: the shipped tiny SVD)")
     ev.add_argument("--lora", default=None)
     ev.add_argument("--adapters", default=None)
     ev.add_argument("--manifest", required=True)
@@ -411,7 +416,8 @@ def _add_pretrain_command(sub) -> None:
     pt.add_argument("--max-clips", type=int, default=16)
     pt.add_argument("--no-eval", action="store_true", help="all: skip the (CPU-heavy) evaluation")
     pt.add_argument("--card", action="store_true", help="evaluate: write the metrics into --out's model card")
-    pt.add_argument("--out", default="data_samples/models/tiny-svd")
+    pt.add_argument("--out", default=None,
+                    help="the model folder finalize writes and evaluate scores (default: the shipped tiny SVD's)")
     pt.add_argument("--work-dir", default="runs/pretrain")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--vae-minutes", type=float, default=25.0)

@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from .errors import ConfigError, ConfigNotFound
+from .models import TINY_MODEL_DIR
 from .objective import ObjectiveConfig
 
 # mixed_precision → the dtype frozen weights are stored and computed in (trainable weights stay fp32)
@@ -27,7 +28,7 @@ PRECISION_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bf
 ALLOWED_VALUES = {
     "technique": ("lora", "full", "adapter"),  # techniques.apply_technique, checkpoints.save_result
     "mixed_precision": tuple(PRECISION_DTYPES),  # TrainConfig.weight_dtype
-    "sampling": ("consecutive", "spread"),  # data.sample_frame_indices, data.frames_needed, conditioning.clip_fps
+    "sampling": ("consecutive", "spread"),  # frames.sample_frame_indices, data.frames_needed, conditioning.clip_fps
     "cache": ("memory", "disk", "off"),  # encoded.EncodedClips (anything but disk and off: memory)
     # techniques.enable_checkpointing, estimate.estimate_memory; true and diffusers are the same
     "gradient_checkpointing": (False, True, "diffusers", "full"),
@@ -41,7 +42,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 @dataclass
 class TrainConfig:
     # what to train
-    init_from: str = "data_samples/models/tiny-svd"
+    init_from: str = TINY_MODEL_DIR
     technique: str = "lora"  # lora | full | adapter
     train_manifest: str = "data_samples/general/train.jsonl"
     val_manifest: str | None = "data_samples/general/val.jsonl"

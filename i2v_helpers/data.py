@@ -1,5 +1,7 @@
 """Manifests in the seed's ``{"image", "video", "prompt"}`` format, checked up front, and a
-torch ``Dataset`` of (first frame, clip) pairs.
+torch ``Dataset`` of (first frame, clip) pairs. The frame operations a clip goes through
+(sampling, resize and crop, the [-1, 1] range) live in :mod:`i2v_helpers.frames`; choosing
+clips by quality (``curate_manifest``) lives in :mod:`i2v_helpers.prepare`.
 
 Manifest formats (chosen by suffix):
 
@@ -40,8 +42,7 @@ import torch
 from PIL import Image
 
 from .conditioning import DEFAULT_FPS, clip_fps, clip_motion_bucket
-from .metrics import warp_error
-from .motion import motion_score
+from .frames import crop_box, objects_in_clip, resize_crop, sample_frame_indices, to_model_range
 from .video_io import MediaError, probe_video, read_image, read_video
 
 KNOWN_KEYS = {"image", "video", "prompt", "fps", "motion_bucket_id", "objects"}
@@ -292,86 +293,7 @@ class InvalidManifest(ValueError):
                          "VideoClipDataset(..., skip_invalid=True).")
 
 
-# ------------------------------------------------------------------ sampling and transforms
-
-def sample_frame_indices(total: int, num_frames: int, sampling: str = "consecutive", stride: int = 1,
-                         start: int | None = 0, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Indices of the frames to take from a ``total``-frame clip.
-
-    ``consecutive``: ``num_frames`` frames ``stride`` apart from ``start`` (``None``: random
-    start). ``spread``: ``num_frames`` frames evenly over the whole clip.
-    """
-    if sampling == "spread":
-        return np.linspace(0, total - 1, num_frames).round().astype(int)
-    if sampling != "consecutive":
-        raise ValueError(f"sampling must be 'consecutive' or 'spread', got {sampling!r}")
-    span = (num_frames - 1) * stride + 1
-    if span > total:
-        raise ValueError(f"{total} frames cannot give {num_frames} frames at stride {stride}")
-    if start is None:
-        start = int((rng or np.random.default_rng()).integers(0, total - span + 1))
-    return start + stride * np.arange(num_frames)
-
-
-def crop_box(h: int, w: int, size: tuple[int, int], mode: str = "center",
-             rng: np.random.Generator | None = None) -> tuple[float, int, int]:
-    """``(scale, top, left)``: resize by ``scale`` so the frame covers ``size`` (H, W), then crop."""
-    th, tw = size
-    scale = max(th / h, tw / w)
-    rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
-    if mode == "center":
-        return scale, (rh - th) // 2, (rw - tw) // 2
-    if mode == "random":
-        rng = rng or np.random.default_rng()
-        return scale, int(rng.integers(0, rh - th + 1)), int(rng.integers(0, rw - tw + 1))
-    raise ValueError(f"crop must be 'center' or 'random', got {mode!r}")
-
-
-def resize_crop(frames: np.ndarray, size: tuple[int, int], box: tuple[float, int, int]) -> np.ndarray:
-    """``uint8`` ``(F, H, W, 3)`` → ``(F, size[0], size[1], 3)`` with the given box (area resampling)."""
-    import cv2
-
-    scale, top, left = box
-    h, w = frames.shape[1:3]
-    rh, rw = max(size[0], round(h * scale)), max(size[1], round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    out = [cv2.resize(f, (rw, rh), interpolation=interp)[top:top + size[0], left:left + size[1]] for f in frames]
-    return np.stack(out)
-
-
-def to_model_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``uint8`` ``(..., H, W, 3)`` (an array, or a tensor on any device) → float ``(..., 3, H, W)`` in [-1, 1]."""
-    x = frames if torch.is_tensor(frames) else torch.from_numpy(np.require(frames, requirements=["C", "W"]))
-    return x.float().div(127.5).sub(1).movedim(-1, -3)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float ``(..., 3, H, W)`` in [-1, 1] → ``uint8`` ``(..., H, W, 3)``."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().movedim(-3, -1).cpu().numpy()
-
-
-def objects_in_clip(objects: list[dict] | None, indices: np.ndarray, src_size: tuple[int, int],
-                    size: tuple[int, int], box: tuple[float, int, int], flipped: bool = False) -> list[dict] | None:
-    """A manifest's ``objects`` ground truth (per source frame, source pixels) mapped onto a clip
-    prepared from source frames ``indices`` ``(F,)`` of size ``src_size`` (H, W) by ``box`` to
-    ``size`` (:func:`resize_crop`), mirrored if ``flipped``: per clip frame, the centroid in the
-    clip's pixels (``None`` where it falls outside the crop) and the area scaled with the resize."""
-    if objects is None:
-        return None
-    scale, top, left = box
-    rh, rw = max(size[0], round(src_size[0] * scale)), max(size[1], round(src_size[1] * scale))
-    sy, sx = rh / src_size[0], rw / src_size[1]
-    out = []
-    for o in objects:
-        cents = []
-        for i in indices:
-            c = o["centroid"][i]
-            x, y = (None, None) if c is None else ((c[0] + 0.5) * sx - 0.5 - left, (c[1] + 0.5) * sy - 0.5 - top)
-            inside = c is not None and -0.5 <= x <= size[1] - 0.5 and -0.5 <= y <= size[0] - 0.5
-            cents.append([size[1] - 1 - x if flipped else x, y] if inside else None)
-        out.append({**o, "centroid": cents, "area": [o["area"][i] * sx * sy for i in indices]})
-    return out
-
+# ------------------------------------------------------------------ one clip as training sees it
 
 def prepare_clip(e: ClipEntry, num_frames: int, size: tuple[int, int] | None, sampling: str = "consecutive",
                  stride: int = 1, start: int | None = 0, crop: str = "center", hflip: float = 0.0,
@@ -382,12 +304,13 @@ def prepare_clip(e: ClipEntry, num_frames: int, size: tuple[int, int] | None, sa
     Returns ``{"image": uint8 (H, W, 3), "video": uint8 (F, H, W, 3), "fps": float,
     "motion_bucket_id": float, "objects": list | None}`` with ``F = num_frames`` and
     ``(H, W) = size`` (``None``: the video's own size). The frames are sampled by
-    :func:`sample_frame_indices` (``start`` ``None``: random), resized to cover ``size`` and
-    cropped (:func:`crop_box`, :func:`resize_crop`); the image is the manifest's ``image``
+    :func:`~i2v_helpers.frames.sample_frame_indices` (``start`` ``None``: random), resized to
+    cover ``size`` and cropped (:func:`~i2v_helpers.frames.crop_box`,
+    :func:`~i2v_helpers.frames.resize_crop`); the image is the manifest's ``image``
     through the same box, else the first sampled frame; with probability ``hflip`` both are
     mirrored. ``fps`` and ``motion_bucket_id`` follow :mod:`i2v_helpers.conditioning` (the
     bucket from the prepared frames); ``objects`` is the entry's ground truth mapped onto the
-    clip (:func:`objects_in_clip`). ``rng`` draws the start, the crop and the flip, in that order.
+    clip (:func:`~i2v_helpers.frames.objects_in_clip`). ``rng`` draws the start, the crop and the flip, in that order.
     """
     rng = rng if rng is not None else np.random.default_rng()
     try:
@@ -481,53 +404,3 @@ def summarize(entries: list[ClipEntry], problems: list[Problem]) -> dict:
             "with image": sum(e.image is not None for e in entries),
             "with motion_bucket_id": sum(e.motion_bucket_id is not None for e in entries)}
 
-
-# ------------------------------------------------------------------ curation
-
-def clip_quality(e: ClipEntry, num_frames: int = 16) -> dict:
-    """Quality scores of one entry's first ``num_frames`` frames: ``motion`` (mean optical-flow
-    px/frame), ``flicker`` (:func:`i2v_helpers.metrics.warp_error`) and ``sharpness``
-    (variance of the Laplacian, mean over frames)."""
-    import cv2
-
-    clip = read_video(e.video)[0][:num_frames]
-    sharp = float(np.mean([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for f in clip]))
-    return {"motion": motion_score(clip), "flicker": warp_error(clip), "sharpness": sharp}
-
-
-def curate_manifest(src: str | Path, dst: str | Path | None = None, min_motion: float = 0.0,
-                    max_flicker: float | None = None, min_sharpness: float = 0.0, num_frames: int = 16):
-    """Write a manifest of the entries of ``src`` that pass quality thresholds (the seed's
-    "quality improvement" stage trains on such a subset).
-
-    ``dst`` defaults to ``SRC.curated.jsonl`` next to ``src`` (it must stay in the same folder:
-    paths are relative to it). Returns ``(dst, rows)`` with every entry's scores and ``kept`` flag.
-    """
-    src = Path(src)
-    dst = Path(dst) if dst else src.with_name(src.stem + ".curated.jsonl")
-    if dst.parent.resolve() != src.parent.resolve():
-        raise ValueError(f"{dst}: write the curated manifest next to {src} (its paths are relative to that folder)")
-    good, problems = check_manifest(src, num_frames)
-    if any(p.fatal for p in problems):
-        raise InvalidManifest(src, problems)
-    rows, lines = [], []
-    root = src.parent.resolve()
-    for e in good:
-        q = clip_quality(e, num_frames)
-        kept = q["motion"] >= min_motion and q["sharpness"] >= min_sharpness \
-            and (max_flicker is None or q["flicker"] <= max_flicker)
-        rows.append({"where": e.where, **q, "kept": kept})
-        if kept:
-            obj = {"video": str(e.video.relative_to(root)), "prompt": e.prompt, **e.extra}
-            if e.image is not None:
-                obj["image"] = str(e.image.relative_to(root))
-            obj.update({k: v for k, v in (("fps", e.fps), ("motion_bucket_id", e.motion_bucket_id),
-                                          ("objects", e.objects)) if v is not None})
-            lines.append(json.dumps(obj))
-    if not lines:
-        raise ValueError(f"{src}: no entry passes min_motion={min_motion}, max_flicker={max_flicker}, "
-                         f"min_sharpness={min_sharpness}; loosen the thresholds")
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(dst)
-    return dst, rows

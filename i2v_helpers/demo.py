@@ -36,16 +36,8 @@ from PIL import Image
 from .conditioning import DEFAULT_FPS
 from .config import load_config
 from .data import check_manifest, summarize
-from .evaluation import (
-    MOTION_KEYS,
-    OBJECT_KEYS,
-    compare_models,
-    format_comparison,
-    format_paired,
-    model_spec,
-    paired_difference,
-    write_report,
-)
+from .evaluation import compare_models, format_comparison, format_paired, model_spec, paired_difference, write_report
+from .metrics import MOTION_KEYS, OBJECT_KEYS
 from .models import TINY_SVD_DIR
 from .training import train
 from .video_io import read_video, write_video

@@ -1,4 +1,6 @@
-"""One place that picks the device and dtype for everything else.
+"""One place that picks the device and dtype for everything else, and the few device
+settings and waits the rest share: :func:`describe` (the machine in words, for reports),
+:func:`enable_tf32` and :func:`sync` (wait for queued GPU work before reading a clock).
 
 CUDA and ROCm both report through ``torch.cuda`` (a ROCm build of torch sets
 ``torch.version.hip``); Apple GPUs through ``torch.backends.mps``; otherwise CPU.
@@ -58,6 +60,32 @@ def _cpu_memory() -> int | None:
         return None
 
 
+def describe(dev) -> str:
+    """The machine ``dev`` (a device or its name) stands for, in words, with torch's version:
+    ``"NVIDIA H100 80GB HBM3 (torch 2.8.0)"`` for a GPU, ``"x86_64 CPU, 16 threads (torch 2.8.0)"``
+    otherwise."""
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (torch {torch.__version__})"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def enable_tf32() -> None:
+    """Let fp32 matmuls and convolutions on CUDA use TF32 tensor cores (Ampere and newer: inputs
+    rounded to a 10-bit mantissa, fp32 accumulation), which is faster than full fp32. Process-wide;
+    no effect on other devices."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def sync(dev) -> None:
+    """Wait until the work queued on a CUDA or ROCm ``dev`` is done, before reading a clock or a
+    peak-memory counter; on any other device (CPU, MPS) it returns at once."""
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def environment_report() -> dict:
     """Versions of the libraries this course depends on, plus the picked device."""
     rep = {"python": platform.python_version()}
@@ -107,10 +135,10 @@ def sdpa_backends(spec: DeviceSpec | None = None, shape: tuple[int, int, int, in
                 with sdpa_kernel([backend]):
                     times = []
                     for _ in range(repeats + 1):  # the first call warms up
-                        _synchronize(spec)
+                        sync(spec.device)
                         t0 = time.perf_counter()
                         F.scaled_dot_product_attention(q, q, q)
-                        _synchronize(spec)
+                        sync(spec.device)
                         times.append(time.perf_counter() - t0)
                 out[backend.name.lower()] = {"ok": True, "ms": round(1e3 * sorted(times[1:])[repeats // 2], 3),
                                              "why": None}
@@ -119,11 +147,6 @@ def sdpa_backends(spec: DeviceSpec | None = None, shape: tuple[int, int, int, in
                 out[backend.name.lower()] = {"ok": False, "ms": None,
                                              "why": "; ".join(reasons) or str(err).splitlines()[0]}
     return out
-
-
-def _synchronize(spec: DeviceSpec) -> None:
-    if spec.device.type == "cuda":
-        torch.cuda.synchronize(spec.device)
 
 
 def tuning_report() -> dict:

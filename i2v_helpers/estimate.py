@@ -4,7 +4,7 @@ peak ≈ weights + optimizer states (+ EMA) + the larger of gradients and activa
 with gradient accumulation: see :func:`estimate_memory`), where
 
 * weights: the UNet (frozen parameters in the mixed-precision dtype, trainable ones in
-  fp32, see :func:`i2v_helpers.training.cast_frozen_weights`), plus the VAE and CLIP
+  fp32, see :func:`i2v_helpers.techniques.cast_frozen_weights`), plus the VAE and CLIP
   tower kept on the device in the mixed-precision dtype; under autocast a full
   fine-tune also holds a low-precision copy of every fp32 weight it uses;
 * gradients: fp32, one per trainable parameter; AdamW: two fp32 states (8-bit AdamW: two
@@ -109,7 +109,7 @@ def unet_activation_bytes(unet_config: dict, batch: int, frames: int, latent_hw:
     tiny; the input still requires grad so the activations are saved as in training).
     Returns bytes for ``no_checkpointing``, ``diffusers`` (``gradient_checkpointing: true``)
     and ``full`` (``gradient_checkpointing: full``, see
-    :func:`i2v_helpers.training.enable_checkpointing`). ``autocast`` traces as the trainer runs
+    :func:`i2v_helpers.techniques.enable_checkpointing`). ``autocast`` traces as the trainer runs
     mixed precision: trainable weights and the inputs in fp32, frozen weights in ``dtype``,
     autocast's casts applied (:class:`_AutocastLike`).
     """
@@ -218,7 +218,7 @@ def model_configs(init_from: str) -> dict:
 
 
 def estimate_memory(cfg, lora_params: int | None = None) -> dict:
-    """Predicted peak training memory (bytes) of a :class:`~i2v_helpers.training.TrainConfig`.
+    """Predicted peak training memory (bytes) of a :class:`~i2v_helpers.config.TrainConfig`.
 
     Returns a breakdown dict; ``total`` uses the config's own ``gradient_checkpointing``,
     ``total_no_checkpointing`` / ``total_checkpointing`` both variants.

@@ -27,44 +27,14 @@ from tqdm.auto import tqdm
 
 from .adapters import load_adapters
 from .conditioning import DEFAULT_FPS
-from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip, to_model_range, to_uint8
+from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip
+from .frames import to_model_range, to_uint8
 from .generation import generate
 from .lora import load_lora_into_pipeline
-from .metrics import motion_metrics, object_metrics
+from .metrics import HIGHER_IS_BETTER, METRIC_KEYS, MOTION_KEYS, OBJECT_KEYS, motion_metrics, object_metrics
 from .models import load_pipeline, model_geometry, resolve_model_path, vae_reconstruct
 from .video_io import write_video
 from .viz import side_by_side
-
-MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "far_flow")
-OBJECT_KEYS = ("object_err_px", "object_kept")  # NaN for clips without objects
-METRIC_KEYS = MOTION_KEYS + OBJECT_KEYS + ("warp_error", "psnr", "ssim", "first_frame_psnr")
-HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "moving_epe": False,
-                    "static_flow": False, "far_flow": False, "object_err_px": False, "object_kept": True,
-                    "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
-# What each column of a comparison table measures (notebooks print it before the first table; module metrics)
-METRIC_MEANINGS = {
-    "flow_cosine": "does the generated optical flow point the same way as the real clip's (whole frame)",
-    "flow_epe": "mean end-point error between generated and real flow, px/frame",
-    "motion_ratio": "generated / real mean flow magnitude: above 1 moves too much, below 1 too little",
-    "moving_epe": "flow error only where the real clip moves: did the object move right?",
-    "static_flow": "generated flow where the real clip is still: shimmer and drift read as motion",
-    "far_flow": "the same, only more than 4 px from anywhere the real clip moves: shimmer, not a late object",
-    "object_err_px": "generated vs true object centre, px; a lost object counts as the frame diagonal "
-                     "(clips with object ground truth only)",
-    "object_kept": "share of frames where a blob of the true colour and size is found anywhere in the frame "
-                   "(no distance limit: the place is object_err_px's job)",
-    "warp_error": "flicker: change between frames that the video's own motion does not explain",
-    "psnr": "per-frame pixel fidelity to the real clip, dB (frames 1.., frame 0 is the given image)",
-    "ssim": "per-frame structural similarity to the real clip (frames 1..)",
-    "first_frame_psnr": "does the video start from the input image, dB",
-}
-
-
-def describe_metrics(keys=METRIC_KEYS) -> str:
-    """A line per metric: its name, which way is better, and what it measures (``METRIC_MEANINGS``)."""
-    arrow = {True: "↑ higher is better", False: "↓ lower is better", None: "≈1 best at 1"}
-    return "\n".join(f"{k:<17}{arrow[HIGHER_IS_BETTER[k]]:<20}{METRIC_MEANINGS[k]}" for k in keys)
-
 
 BASELINE_FRAMES = 16  # frames scored when no model says how many (the baseline alone)
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
-from .data import crop_box, resize_crop, to_uint8
+from .frames import crop_box, float01_to_uint8, resize_crop, to_uint8
 from .models import model_geometry
 
 
@@ -24,10 +24,7 @@ def _as_uint8(image) -> np.ndarray:
     """PIL image, ``uint8`` or float-in-[0, 1] ``(H, W, 3)`` array → ``uint8`` ``(H, W, 3)``."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    return arr
+    return float01_to_uint8(image)
 
 
 def as_pil(image) -> Image.Image:
@@ -36,7 +33,7 @@ def as_pil(image) -> Image.Image:
 
 def fit_image(image, size: tuple[int, int]) -> np.ndarray:
     """``image`` ``(h, w, 3)`` → ``uint8`` ``(H, W, 3)`` resized to cover ``size`` and centre-cropped,
-    as training prepares its frames (:func:`i2v_helpers.data.crop_box`, ``resize_crop``); the
+    as training prepares its frames (:func:`i2v_helpers.frames.crop_box`, ``resize_crop``); the
     pipeline itself would stretch it."""
     arr = _as_uint8(image)
     return resize_crop(arr[None], size, crop_box(*arr.shape[:2], size))[0]
@@ -67,7 +64,7 @@ def generate(pipe, image, num_frames: int | None = None, steps: int = 25, fps: f
                decode_chunk_size=decode_chunk_size, generator=g, output_type="np", callback_on_step_end=callback,
                callback_on_step_end_tensor_inputs=["latents"] if callback else None)
     frames = out.frames[0]  # (F, H, W, 3) floats in [0, 1]
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    return float01_to_uint8(frames)
 
 
 SAMPLERS = ("euler", "dpm++2m")

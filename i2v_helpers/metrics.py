@@ -60,6 +60,10 @@ would lift every model, and most of all the repeated first frame, whose frame 0 
 (PSNR capped at 100 dB there). They barely separate models on motion (a static copy of the
 first frame scores well), which is why the motion metrics exist.
 
+``METRIC_KEYS`` names every metric the evaluation reports, in its tables' order (the motion
+ones ``MOTION_KEYS``, the object ones ``OBJECT_KEYS``), ``HIGHER_IS_BETTER`` which way is
+better, and ``METRIC_MEANINGS`` what each measures in a line (:func:`describe_metrics`).
+
 Introduced in notebook 08 (evaluation); the tiny model's quality bar uses them first.
 """
 
@@ -218,3 +222,37 @@ def object_metrics(gen: np.ndarray, objects: list[dict] | None) -> dict:
     if not errs:
         return {"object_err_px": math.nan, "object_kept": math.nan}
     return {"object_err_px": float(np.mean(errs)), "object_kept": float(np.mean(kept))}
+
+
+# ------------------------------------------------------------------ the registry
+
+# Every metric the evaluation reports (i2v_helpers.evaluation), in its tables' order, and which way is better
+MOTION_KEYS = ("flow_cosine", "flow_epe", "motion_ratio", "moving_epe", "static_flow", "far_flow")
+OBJECT_KEYS = ("object_err_px", "object_kept")  # NaN for clips without objects
+METRIC_KEYS = MOTION_KEYS + OBJECT_KEYS + ("warp_error", "psnr", "ssim", "first_frame_psnr")
+HIGHER_IS_BETTER = {"flow_cosine": True, "flow_epe": False, "motion_ratio": None, "moving_epe": False,
+                    "static_flow": False, "far_flow": False, "object_err_px": False, "object_kept": True,
+                    "warp_error": False, "psnr": True, "ssim": True, "first_frame_psnr": True}
+# What each column of a comparison table measures (notebooks print it before the first table; the module doc)
+METRIC_MEANINGS = {
+    "flow_cosine": "does the generated optical flow point the same way as the real clip's (whole frame)",
+    "flow_epe": "mean end-point error between generated and real flow, px/frame",
+    "motion_ratio": "generated / real mean flow magnitude: above 1 moves too much, below 1 too little",
+    "moving_epe": "flow error only where the real clip moves: did the object move right?",
+    "static_flow": "generated flow where the real clip is still: shimmer and drift read as motion",
+    "far_flow": "the same, only more than 4 px from anywhere the real clip moves: shimmer, not a late object",
+    "object_err_px": "generated vs true object centre, px; a lost object counts as the frame diagonal "
+                     "(clips with object ground truth only)",
+    "object_kept": "share of frames where a blob of the true colour and size is found anywhere in the frame "
+                   "(no distance limit: the place is object_err_px's job)",
+    "warp_error": "flicker: change between frames that the video's own motion does not explain",
+    "psnr": "per-frame pixel fidelity to the real clip, dB (frames 1.., frame 0 is the given image)",
+    "ssim": "per-frame structural similarity to the real clip (frames 1..)",
+    "first_frame_psnr": "does the video start from the input image, dB",
+}
+
+
+def describe_metrics(keys=METRIC_KEYS) -> str:
+    """A line per metric: its name, which way is better, and what it measures (``METRIC_MEANINGS``)."""
+    arrow = {True: "↑ higher is better", False: "↓ lower is better", None: "≈1 best at 1"}
+    return "\n".join(f"{k:<17}{arrow[HIGHER_IS_BETTER[k]]:<20}{METRIC_MEANINGS[k]}" for k in keys)

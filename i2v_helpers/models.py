@@ -22,7 +22,8 @@ from .device import pick_device
 SVD_XT_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
 SVD_XT_FRAMES = 25  # SVD-xt's clip length ...
 SVD_XT_SIZE = (576, 1024)  # ... and its (H, W) in px
-TINY_SVD_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "models" / "tiny-svd"
+TINY_MODEL_DIR = "data_samples/models/tiny-svd"  # the shipped tiny SVD, from the repo root (configs, the CLI)
+TINY_SVD_DIR = Path(__file__).resolve().parent.parent / TINY_MODEL_DIR  # the same folder, found from anywhere
 
 # SVD's scheduler config (stabilityai/stable-video-diffusion-img2vid-xt/scheduler).
 SVD_SCHEDULER_CONFIG = dict(
@@ -228,7 +229,7 @@ def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=No
         if not (p / "model_index.json").is_file():
             raise FileNotFoundError(
                 f"{p}: is a folder but not a diffusers pipeline (no model_index.json). Point to the folder "
-                "that holds model_index.json, unet/, vae/, image_encoder/ — e.g. data_samples/models/tiny-svd, "
+                f"that holds model_index.json, unet/, vae/, image_encoder/ — e.g. {TINY_MODEL_DIR}, "
                 "or a training run's merged/ or pipeline/ folder")
     elif str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
         raise FileNotFoundError(

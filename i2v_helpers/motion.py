@@ -14,13 +14,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .frames import float01_to_uint8
+
 BUCKET_PER_PERCENT = 50.0
 CHANGE_THRESHOLD = 2  # grey levels: smaller frame differences are compression noise
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
-    if frame.dtype != np.uint8:
-        frame = (np.clip(frame, 0, 1) * 255).round().astype(np.uint8)
+    frame = float01_to_uint8(frame)
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
 
 

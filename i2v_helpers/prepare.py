@@ -14,7 +14,7 @@ For each raw video (any length, size and frame rate), top to bottom:
    ``max_clips_per_scene`` per scene; a video whose longest scene is shorter than
    ``(num_frames - 1) × stride + 1`` frames is reported as too short;
 4. every kept frame is **resized** keeping its aspect ratio until it covers ``size`` and
-   centre-cropped (the rule training uses: :func:`i2v_helpers.data.crop_box`);
+   centre-cropped (the rule training uses: :func:`i2v_helpers.frames.crop_box`);
 5. each clip is written as H.264 mp4 with its first frame as the PNG ``image`` and its
    ``motion_bucket_id`` from optical flow (:func:`i2v_helpers.conditioning.clip_motion_bucket`,
    the rule training uses for clips without one);
@@ -24,8 +24,14 @@ For each raw video (any length, size and frame rate), top to bottom:
    second frame) are written last, so a folder with manifests is a finished one.
 
 Frames are decoded one at a time and only the kept, resized ones are held, so a long 4K video
-needs no more memory than its clips. Introduced in notebook 05 (dataset) and the "your own
-videos" notebook.
+needs no more memory than its clips.
+
+Curation, a step after preparing: :func:`curate_manifest` scores a manifest's clips
+(:func:`clip_quality`: motion, flicker, sharpness) and writes a manifest of those that pass
+thresholds.
+
+Introduced in notebook 05 (dataset) and the "your own videos" notebook; curation in notebook
+09 (specialized scenarios).
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .conditioning import DEFAULT_FPS, clip_motion_bucket
-from .data import crop_box, resize_crop
+from .data import ClipEntry, InvalidManifest, check_manifest
+from .frames import crop_box, resize_crop
+from .metrics import warp_error
+from .motion import motion_score
 from .video_io import MediaError, probe_video, read_video, write_video
 from .viz import clip_grid
 
@@ -230,3 +239,53 @@ def prepare_videos(raws: list[str | Path], out: str | Path, num_frames: int = 16
     (out / "summary.json").write_text(text)
     return json.loads(text)  # as written: scene ranges are lists
 
+
+# ------------------------------------------------------------------ curation
+
+def clip_quality(e: ClipEntry, num_frames: int = 16) -> dict:
+    """Quality scores of one entry's first ``num_frames`` frames: ``motion`` (mean optical-flow
+    px/frame), ``flicker`` (:func:`i2v_helpers.metrics.warp_error`) and ``sharpness``
+    (variance of the Laplacian, mean over frames)."""
+    import cv2
+
+    clip = read_video(e.video)[0][:num_frames]
+    sharp = float(np.mean([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for f in clip]))
+    return {"motion": motion_score(clip), "flicker": warp_error(clip), "sharpness": sharp}
+
+
+def curate_manifest(src: str | Path, dst: str | Path | None = None, min_motion: float = 0.0,
+                    max_flicker: float | None = None, min_sharpness: float = 0.0, num_frames: int = 16):
+    """Write a manifest of the entries of ``src`` that pass quality thresholds (the seed's
+    "quality improvement" stage trains on such a subset).
+
+    ``dst`` defaults to ``SRC.curated.jsonl`` next to ``src`` (it must stay in the same folder:
+    paths are relative to it). Returns ``(dst, rows)`` with every entry's scores and ``kept`` flag.
+    """
+    src = Path(src)
+    dst = Path(dst) if dst else src.with_name(src.stem + ".curated.jsonl")
+    if dst.parent.resolve() != src.parent.resolve():
+        raise ValueError(f"{dst}: write the curated manifest next to {src} (its paths are relative to that folder)")
+    good, problems = check_manifest(src, num_frames)
+    if any(p.fatal for p in problems):
+        raise InvalidManifest(src, problems)
+    rows, lines = [], []
+    root = src.parent.resolve()
+    for e in good:
+        q = clip_quality(e, num_frames)
+        kept = q["motion"] >= min_motion and q["sharpness"] >= min_sharpness \
+            and (max_flicker is None or q["flicker"] <= max_flicker)
+        rows.append({"where": e.where, **q, "kept": kept})
+        if kept:
+            obj = {"video": str(e.video.relative_to(root)), "prompt": e.prompt, **e.extra}
+            if e.image is not None:
+                obj["image"] = str(e.image.relative_to(root))
+            obj.update({k: v for k, v in (("fps", e.fps), ("motion_bucket_id", e.motion_bucket_id),
+                                          ("objects", e.objects)) if v is not None})
+            lines.append(json.dumps(obj))
+    if not lines:
+        raise ValueError(f"{src}: no entry passes min_motion={min_motion}, max_flicker={max_flicker}, "
+                         f"min_sharpness={min_sharpness}; loosen the thresholds")
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(dst)
+    return dst, rows

@@ -46,10 +46,20 @@ import torch.nn.functional as F
 
 from . import synth
 from .conditioning import DEFAULT_MOTION_BUCKET
-from .data import parse_manifest, to_model_range
-from .device import pick_device
-from .evaluation import METRIC_KEYS, MOTION_KEYS, evaluate_generation, vae_reconstruction_metrics
-from .models import TINY_PRESETS, TinySVDConfig, build_tiny_pipeline, load_pipeline, tiny_config_of, vae_reconstruct
+from .data import parse_manifest
+from .device import describe, enable_tf32, pick_device, sync
+from .evaluation import evaluate_generation, vae_reconstruction_metrics
+from .frames import to_model_range
+from .metrics import METRIC_KEYS, MOTION_KEYS
+from .models import (
+    TINY_MODEL_DIR,
+    TINY_PRESETS,
+    TinySVDConfig,
+    build_tiny_pipeline,
+    load_pipeline,
+    tiny_config_of,
+    vae_reconstruct,
+)
 from .motion import motion_bucket, motion_score
 from .objective import (
     ObjectiveConfig,
@@ -68,7 +78,7 @@ FOOTAGE = ("bikes", "bigbuckbunny")
 
 @dataclass
 class PretrainConfig:
-    out_dir: str = "data_samples/models/tiny-svd"
+    out_dir: str = TINY_MODEL_DIR
     work_dir: str = "runs/pretrain"
     model: str = "v2"  # a key of models.TINY_PRESETS
     seed: int = 0
@@ -112,8 +122,7 @@ class PretrainConfig:
 def _device(cfg: PretrainConfig) -> torch.device:
     dev = torch.device(pick_device().device if cfg.device == "auto" else cfg.device)
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        enable_tf32()
     return dev
 
 
@@ -121,14 +130,6 @@ def autocast(cfg: PretrainConfig, dev: torch.device):
     """bf16 autocast where ``precision`` asks for it (``auto``: on CUDA only), else a no-op."""
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
     return torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
-def machine(dev: torch.device) -> str:
-    import platform
-
-    if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} (torch {torch.__version__})"
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def lr_at(base: float, frac: float, floor: float) -> float:
@@ -406,7 +407,7 @@ def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     vae.eval()
     std = latent_std(vae, corpus["clips"][:64])
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
-    state.update(latent_std=std, scaling_factor=vae.config.scaling_factor, machine=machine(dev),
+    state.update(latent_std=std, scaling_factor=vae.config.scaling_factor, machine=describe(dev),
                  batch=f"{cfg.vae_batch_clips} clips x {cfg.vae_frames} frames, {crop} px",
                  vae_psnr_db=vae_psnr(vae, heldout_clips()))
     vae.to("cpu").save_pretrained(work / "vae" / "vae", safe_serialization=True)
@@ -586,7 +587,7 @@ def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
         append_curve(work, "unet", state, metrics)
         log("[unet] final probe: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     state.update(corpus_clips=len(latents), encode_seconds=round(encode_s), batch=cfg.unet_batch,
-                 machine=machine(dev), compile=cfg.compile)
+                 machine=describe(dev), compile=cfg.compile)
     (work / "unet" / "state.json").write_text(json.dumps(state, indent=2))
     log(f"[unet] done {state}")
     return state
@@ -621,7 +622,7 @@ def run_decoder_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     state = _train_loop("decoder", step, list(vae.decoder.parameters()), cfg.vae_lr, 0.05, cfg.decoder_minutes,
                         cfg, work, {"vae": vae}, cfg.decoder_batch_clips * nf, log)
     vae.eval()
-    state.update(psnr_before_db=before, vae_psnr_db=vae_psnr(vae, heldout_clips()), machine=machine(dev),
+    state.update(psnr_before_db=before, vae_psnr_db=vae_psnr(vae, heldout_clips()), machine=describe(dev),
                  batch=f"{cfg.decoder_batch_clips} clips x {nf} frames")
     (work / "decoder" / "state.json").write_text(json.dumps(state, indent=2))
     log(f"[decoder] done {state}")
@@ -697,22 +698,21 @@ def unet_throughput(model: str = "v2", batch: int = 32, precision: str = "auto",
 
     for _ in range(3):  # warm-up (and compilation)
         step()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sync()
+    sync(dev)
     t0, steps = time.time(), 0
     while time.time() - t0 < seconds:
         step()
         steps += 1
-    sync()
+    sync(dev)
     dt = time.time() - t0
     mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
     return {"model": model, "batch": batch, "precision": precision, "compile": compile, "steps": steps,
-            "step_s": dt / steps, "samples_per_s": batch * steps / dt, "peak_gib": mem, "machine": machine(dev)}
+            "step_s": dt / steps, "samples_per_s": batch * steps / dt, "peak_gib": mem, "machine": describe(dev)}
 
 
 # ----------------------------------------------------------------------- the model card
 
-def evaluate_base(model_dir: str | Path = "data_samples/models/tiny-svd",
+def evaluate_base(model_dir: str | Path = TINY_MODEL_DIR,
                   manifest: str | Path = "data_samples/general/val.jsonl", seeds=(0, 1), steps: int = 25,
                   max_clips: int | None = None) -> dict:
     """The model card's numbers: VAE PSNR on the held-out clips and the generation metrics
@@ -744,7 +744,8 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
     work = Path(cfg.work_dir)
     if (work / "config.json").is_file():  # the recipe that built the weights, not today's defaults
         # a config recorded before rule_prob existed was built with 0.5
-        cfg = PretrainConfig(**{"rule_prob": 0.5, **json.loads((work / "config.json").read_text()), "out_dir": cfg.out_dir})
+        recorded = json.loads((work / "config.json").read_text())
+        cfg = PretrainConfig(**{"rule_prob": 0.5, **recorded, "out_dir": cfg.out_dir})
     st = {p: load_phase_state(work, p) for p in PHASES}
     vae, unet, dec = st["vae"], st["unet"], st["decoder"]
     out = Path(cfg.out_dir)

@@ -26,7 +26,8 @@ import math
 import numpy as np
 import torch
 
-from .data import parse_manifest, prepare_clip, to_model_range, to_uint8
+from .data import parse_manifest, prepare_clip
+from .frames import to_model_range, to_uint8
 from .metrics import motion_metrics, object_metrics
 from .objective import added_time_ids, clip_pixels, denoise, encode_clip, encode_image_latents
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .conditioning import DEFAULT_FPS
+from .frames import float01_to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi"}
@@ -38,7 +39,7 @@ def to_rgb_uint8(img: Image.Image | np.ndarray, where: str = "image") -> np.ndar
             top = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
             arr = (arr / top * 255).round().clip(0, 255).astype(np.uint8)
         elif img.mode == "F":
-            arr = (np.asarray(img, dtype=np.float64).clip(0, 1) * 255).round().astype(np.uint8)
+            arr = float01_to_uint8(np.asarray(img, dtype=np.float64))
         else:
             if img.mode in ("P", "PA"):
                 img = img.convert("RGBA")
@@ -179,9 +180,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS, 
     import av
 
     path = Path(path)
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    frames = float01_to_uint8(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == "":  # frame folder

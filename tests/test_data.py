@@ -11,16 +11,8 @@ from PIL import Image
 
 from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
-from i2v_helpers.data import (
-    InvalidManifest,
-    ManifestError,
-    VideoClipDataset,
-    check_manifest,
-    crop_box,
-    parse_manifest,
-    resize_crop,
-    sample_frame_indices,
-)
+from i2v_helpers.data import InvalidManifest, ManifestError, VideoClipDataset, check_manifest, parse_manifest
+from i2v_helpers.frames import crop_box, float01_to_uint8, resize_crop, sample_frame_indices
 from i2v_helpers.motion import motion_bucket, motion_score, optical_flow
 from i2v_helpers.video_io import read_image, read_video, write_video
 
@@ -96,6 +88,12 @@ def test_resize_crop_center_and_random():
     assert out[0, :, :9].max() == 0 and out[0, :, 11:].min() == 255  # centre straddles the edge
     rnd = {crop_box(40, 80, (20, 20), "random", np.random.default_rng(s))[2] for s in range(20)}
     assert len(rnd) > 3
+
+
+def test_float01_to_uint8_clamps_rounds_and_passes_uint8_through():
+    assert float01_to_uint8(np.array([-0.5, 0.0, 0.5, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]
+    frames = np.zeros((2, 4, 4, 3), np.uint8)
+    assert float01_to_uint8(frames) is frames
 
 
 def test_dataset_shapes_range_and_fps(folder):
@@ -274,7 +272,7 @@ def test_cli_data_check_exit_codes(folder):
 
 
 def test_curate_manifest_keeps_clips_that_pass_and_writes_a_valid_manifest(tmp_path):
-    from i2v_helpers.data import curate_manifest
+    from i2v_helpers.prepare import curate_manifest
 
     moving, meta = synth.clip_shapes(3)
     write_video(tmp_path / "moving.mp4", moving, fps=8)

@@ -53,3 +53,15 @@ def test_tuning_report_reads_the_allocator_and_miopen_settings(monkeypatch):
     rep = device.tuning_report()
     assert rep["PYTORCH_HIP_ALLOC_CONF"] == "expandable_segments:True" and rep["MIOPEN_FIND_MODE"] == "(unset)"
     assert isinstance(rep["cudnn.benchmark"], bool)
+
+
+def test_describe_names_the_machine_with_torchs_version(monkeypatch):
+    import platform
+
+    cpu = torch.device("cpu")
+    version = f"(torch {torch.__version__})"
+    assert device.describe(cpu) == device.describe("cpu") == \
+        f"{platform.machine()} CPU, {torch.get_num_threads()} threads {version}"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H100 80GB HBM3")
+    assert device.describe(torch.device("cuda:0")) == f"NVIDIA H100 80GB HBM3 {version}"
+    device.sync(cpu)  # nothing queued on a CPU: returns at once

@@ -17,7 +17,7 @@ from skimage.metrics import structural_similarity
 from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
 from i2v_helpers.config import load_config
-from i2v_helpers.data import VideoClipDataset, parse_manifest, to_uint8
+from i2v_helpers.data import VideoClipDataset, parse_manifest
 from i2v_helpers.evaluation import (
     evaluate_generation,
     format_comparison,
@@ -25,6 +25,7 @@ from i2v_helpers.evaluation import (
     paired_difference,
     write_report,
 )
+from i2v_helpers.frames import to_uint8
 from i2v_helpers.generation import generate
 from i2v_helpers.metrics import clean_flow, first_frame_psnr, motion_metrics, repeat_first_frame, ssim, warp_error
 from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, load_pipeline, model_geometry, set_model_geometry
@@ -330,7 +331,7 @@ def test_a_models_trained_geometry_is_recorded_in_its_config(wide_model, tmp_pat
 
 
 def test_every_metric_a_table_shows_is_described():
-    from i2v_helpers.evaluation import METRIC_KEYS, describe_metrics
+    from i2v_helpers.metrics import METRIC_KEYS, describe_metrics
 
     lines = describe_metrics().splitlines()
     assert [line.split()[0] for line in lines] == list(METRIC_KEYS)

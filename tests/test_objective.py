@@ -6,7 +6,7 @@ from diffusers import EulerDiscreteScheduler
 from PIL import Image
 
 from i2v_helpers import synth
-from i2v_helpers.data import to_model_range
+from i2v_helpers.frames import to_model_range
 from i2v_helpers.models import SVD_SCHEDULER_CONFIG, TinySVDConfig, build_tiny_pipeline
 from i2v_helpers.objective import (
     ObjectiveConfig,

@@ -43,7 +43,7 @@ def test_set_overrides_are_checked_and_typed_like_train_configs():
 
 
 def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
-    from i2v_helpers.evaluation import METRIC_KEYS, MOTION_KEYS
+    from i2v_helpers.metrics import METRIC_KEYS, MOTION_KEYS
     from i2v_helpers.pretrain import PretrainConfig, write_model_card
 
     work, out = tmp_path / "work", tmp_path / "model"

@@ -50,7 +50,7 @@ def test_probe_euler_is_the_schedulers_euler(pipe4):
     EulerDiscreteScheduler (scale_model_input → UNet → step) lands from the same start."""
     from diffusers import EulerDiscreteScheduler
 
-    from i2v_helpers.data import to_model_range
+    from i2v_helpers.frames import to_model_range
     from i2v_helpers.objective import added_time_ids, clip_pixels, encode_clip
 
     item, steps, top = _item(), 6, float(karras_ladder(pipe4, 6)[0])
