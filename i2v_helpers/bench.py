@@ -42,13 +42,11 @@ from .models import (
 )
 from .objective import (
     ObjectiveConfig,
-    added_time_ids,
     clip_pixels,
+    condition_on_first_frame,
     encode_clip,
-    encode_image_latents,
     encode_video_latents,
-    sample_noise_aug,
-    svd_loss,
+    training_loss,
 )
 from .techniques import apply_technique, cast_frozen_weights, enable_checkpointing
 from .training import batch_loss
@@ -178,17 +176,14 @@ def naive_step_fn(pipe, s: BenchSetup, video):
     """The seed's loop: fp32, encoders every step, no checkpointing."""
     ocfg, unet = ObjectiveConfig(), pipe.unet
     opt = _optimizer(unet)
-    dev = video.device
 
     def step(i):
         x = video[(i * s.batch) % len(video):][: s.batch]
-        aug = sample_noise_aug(len(x), ocfg, None, dev)
         with torch.no_grad():
             latents = encode_video_latents(pipe.vae, x)
-            img_lat = encode_image_latents(pipe.vae, x[:, 0], aug)
             embeds = encode_clip(pipe.image_encoder, clip_pixels(x[:, 0], pipe.feature_extractor))
-        ids = added_time_ids(BENCH_FPS, BENCH_BUCKET, aug).to(dev)
-        loss = svd_loss(unet, latents, img_lat, embeds, ids, ocfg)
+        img_lat, aug = condition_on_first_frame(pipe.vae, x[:, 0], ocfg)
+        loss = training_loss(unet, latents, img_lat, aug, embeds, BENCH_FPS, BENCH_BUCKET, ocfg)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

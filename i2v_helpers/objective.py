@@ -97,11 +97,20 @@ def denoise(unet, noisy: torch.Tensor, sigma: torch.Tensor, image_latents: torch
     (unscaled, already repeated over frames); ``image_embeds`` ``(B, 1, D)``;
     ``added_time_ids`` ``(B, 3)``.
     """
-    c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma)
-    unet_in = torch.cat([_bcast(c_in, noisy) * noisy, image_latents.to(noisy.dtype)], dim=2)
-    model_out = unet(unet_in, c_noise.to(noisy.dtype), encoder_hidden_states=image_embeds.to(noisy.dtype),
-                     added_time_ids=added_time_ids.to(noisy.dtype), return_dict=False)[0]
+    c_skip, c_out, _, _ = edm_preconditioning(sigma)
+    model_out = unet_output(unet, noisy, sigma, image_latents, image_embeds, added_time_ids)
     return _bcast(c_skip, noisy) * noisy + _bcast(c_out, noisy) * model_out
+
+
+def unet_output(unet, noisy: torch.Tensor, sigma: torch.Tensor, image_latents: torch.Tensor,
+                image_embeds: torch.Tensor, added_time_ids: torch.Tensor) -> torch.Tensor:
+    """The raw network output F ``(B, F, C, h, w)``: input ``c_in * x_sigma`` with the image latents
+    concatenated on channels, timestep ``c_noise = 0.25 ln sigma``, as the pipeline calls the UNet.
+    Shapes as :func:`denoise`."""
+    _, _, c_in, c_noise = edm_preconditioning(sigma)
+    unet_in = torch.cat([_bcast(c_in, noisy) * noisy, image_latents.to(noisy.dtype)], dim=2)
+    return unet(unet_in, c_noise.to(noisy.dtype), encoder_hidden_states=image_embeds.to(noisy.dtype),
+                added_time_ids=added_time_ids.to(noisy.dtype), return_dict=False)[0]
 
 
 @dataclass
@@ -244,8 +253,30 @@ def epsilon_loss(unet, latents, image_latents, image_embeds, time_ids, cfg: Obje
     Shapes as :func:`svd_loss`."""
     sigma, noise, noisy, image_latents, image_embeds = noised_batch(latents, image_latents, image_embeds, cfg,
                                                                     generator)
-    _, _, c_in, c_noise = edm_preconditioning(sigma)
-    unet_in = torch.cat([_bcast(c_in, noisy) * noisy, image_latents.to(noisy.dtype)], dim=2)
-    pred = unet(unet_in, c_noise.to(noisy.dtype), encoder_hidden_states=image_embeds.to(noisy.dtype),
-                added_time_ids=time_ids.to(noisy.dtype), return_dict=False)[0]
+    pred = unet_output(unet, noisy, sigma, image_latents, image_embeds, time_ids)
     return F.mse_loss(pred.float(), noise.float())
+
+
+# ------------------------------------------------------------------ one training step
+
+def condition_on_first_frame(vae, first: torch.Tensor, cfg: ObjectiveConfig, generator=None):
+    """``(image_latents (B, C, h, w), noise_aug (B,))``: a noise strength drawn per sample
+    (:func:`sample_noise_aug`) and the first frames ``first`` ``(B, 3, H, W)`` in [-1, 1] encoded
+    with it (:func:`encode_image_latents`), without gradients. Draw order: strengths, then noise."""
+    aug = sample_noise_aug(len(first), cfg, generator, first.device)
+    with torch.no_grad():
+        img_lat = encode_image_latents(vae, first.to(vae.dtype), aug, generator)
+    return img_lat, aug
+
+
+def training_loss(unet, latents: torch.Tensor, image_latents: torch.Tensor, noise_aug: torch.Tensor,
+                  image_embeds: torch.Tensor, fps, motion_bucket_id, cfg: ObjectiveConfig, generator=None):
+    """The loss of one SVD training step, the one definition the trainer, pre-training and the
+    benchmarks call: ``latents`` ``(B, F, C, h, w)`` scaled targets, ``image_latents`` ``(B, C, h, w)``
+    and ``noise_aug`` ``(B,)`` from :func:`condition_on_first_frame` (or a cache of it),
+    ``image_embeds`` ``(B, 1, D)``, ``fps`` and ``motion_bucket_id`` numbers or ``(B,)``. The
+    micro-conditioning is built here; ``cfg.loss`` picks SVD's objective (:func:`svd_loss`) or the
+    seed's noise target (:func:`epsilon_loss`)."""
+    ids = added_time_ids(fps, motion_bucket_id, noise_aug, batch=len(latents)).to(latents.device)
+    loss_fn = epsilon_loss if cfg.loss == "epsilon" else svd_loss
+    return loss_fn(unet, latents, image_latents, image_embeds, ids, cfg, generator)

@@ -63,12 +63,12 @@ from .models import (
 from .motion import motion_bucket, motion_score
 from .objective import (
     ObjectiveConfig,
-    added_time_ids,
     clip_pixels,
+    condition_on_first_frame,
     encode_clip,
     encode_image_latents,
     sample_noise_aug,
-    svd_loss,
+    training_loss,
 )
 from .video_io import read_video
 
@@ -448,25 +448,19 @@ def encode_corpus(vae, clips: torch.Tensor, batch: int = 64) -> torch.Tensor:
 def unet_phase_loss(pipe, unet, latents, first, fps, bucket, cfg: PretrainConfig, generator=None) -> torch.Tensor:
     """The UNet phase's loss of one batch, encoding the first frame every step (the reference the
     cached step of :func:`run_unet_phase` is measured against): ``latents`` ``(B, F, C, h, w)`` scaled,
-    ``first`` ``(B, 3, H, W)`` in [-1, 1], ``fps`` and ``bucket`` ``(B,)``. The CLIP tower trains with
-    the UNet, so its embedding is computed here; the noise-augmented image latent is drawn anew each
-    step, as in fine-tuning."""
-    ocfg = unet_objective(cfg)
-    aug = sample_noise_aug(len(first), ocfg, generator, first.device)
-    with torch.no_grad():
-        img_lat = encode_image_latents(pipe.vae, first, aug, generator).float()
-    return cached_unet_loss(pipe, unet, latents, img_lat, aug, first, fps, bucket, cfg, generator)
+    ``first`` ``(B, 3, H, W)`` in [-1, 1], ``fps`` and ``bucket`` ``(B,)``."""
+    img_lat, aug = condition_on_first_frame(pipe.vae, first, unet_objective(cfg), generator)
+    return cached_unet_loss(pipe, unet, latents, img_lat.float(), aug, first, fps, bucket, cfg, generator)
 
 
 def cached_unet_loss(pipe, unet, latents, img_lat, aug, first, fps, bucket, cfg: PretrainConfig,
                      generator=None) -> torch.Tensor:
     """The UNet phase's loss with the conditioning image's latent given: ``img_lat`` ``(B, C, h, w)``
     (unscaled, encoded from ``first`` noised by ``aug`` ``(B,)``); other arguments as
-    :func:`unet_phase_loss`."""
+    :func:`unet_phase_loss`. The CLIP tower trains with the UNet, so its embedding is computed here."""
     with autocast(cfg, first.device):
         embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
-        ids = added_time_ids(fps, bucket, aug)
-        return svd_loss(unet, latents, img_lat, embeds, ids, unet_objective(cfg), generator)
+        return training_loss(unet, latents, img_lat, aug, embeds, fps, bucket, unet_objective(cfg), generator)
 
 
 def unet_objective(cfg: PretrainConfig) -> ObjectiveConfig:

@@ -45,15 +45,7 @@ from .encoded import EncodedClips, collate
 from .errors import TrainingDiverged  # lives in errors.py: `i2v` maps it to exit 3 without importing torch
 from .generation import generate
 from .models import load_pipeline, native_resolution, resolve_model_path, set_model_geometry
-from .objective import (
-    ObjectiveConfig,
-    added_time_ids,
-    encode_image_latents,
-    epsilon_loss,
-    per_sample_generators,
-    sample_noise_aug,
-    svd_loss,
-)
+from .objective import ObjectiveConfig, condition_on_first_frame, per_sample_generators, training_loss
 from .techniques import apply_technique, cast_frozen_weights, enable_checkpointing
 from .video_io import read_image, write_video
 
@@ -61,16 +53,11 @@ from .video_io import read_image, write_video
 
 
 def batch_loss(pipe, unet, batch: dict, ocfg: ObjectiveConfig, generator=None):
-    """The SVD loss of a batch of encoded clips (:class:`~i2v_helpers.encoded.EncodedClips` items, collated)."""
-    dev = batch["latents"].device
-    b = len(batch["latents"])
-    aug = sample_noise_aug(b, ocfg, generator, dev)
-    with torch.no_grad():
-        img_lat = encode_image_latents(pipe.vae, batch["image"].to(pipe.vae.dtype), aug, generator)
-    ids = added_time_ids(batch["fps"], batch["motion_bucket_id"], aug).to(dev)
-    if ocfg.loss == "epsilon":  # the seed's noise target, kept to measure why SVD does not use it
-        return epsilon_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids, ocfg, generator)
-    return svd_loss(unet, batch["latents"], img_lat, batch["image_embeds"], ids, ocfg, generator)
+    """The SVD loss of a batch of encoded clips (:class:`~i2v_helpers.encoded.EncodedClips` items, collated):
+    the first frames encoded with fresh noise augmentation, then :func:`~i2v_helpers.objective.training_loss`."""
+    img_lat, aug = condition_on_first_frame(pipe.vae, batch["image"], ocfg, generator)
+    return training_loss(unet, batch["latents"], img_lat, aug, batch["image_embeds"], batch["fps"],
+                         batch["motion_bucket_id"], ocfg, generator)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

@@ -145,7 +145,7 @@ def test_training_step_feeds_the_unet_what_the_pipeline_feeds_it(scaled_pipe, gu
     """Same image and settings: image-latent scaling, CLIP embedding, time ids and the
     concatenated UNet input of a training step equal those of StableVideoDiffusionPipeline,
     both for :func:`denoise` and for the trainer's own path (``EncodedClips`` + ``batch_loss``)."""
-    from i2v_helpers import training
+    from i2v_helpers import objective
     from i2v_helpers.encoded import EncodedClips, collate
     from i2v_helpers.training import batch_loss
 
@@ -186,7 +186,7 @@ def test_training_step_feeds_the_unet_what_the_pipeline_feeds_it(scaled_pipe, gu
 
     # the trainer's path: an encoded clip of that frame, batch_loss with no CFG dropout and the
     # augmentation strength fixed, so the generator's first draw is the image noise, as in the pipeline
-    monkeypatch.setattr(training, "sample_noise_aug", lambda b, ocfg, generator=None, device=None:
+    monkeypatch.setattr(objective, "sample_noise_aug", lambda b, ocfg, generator=None, device=None:
                         torch.full((b,), aug, device=device))
     item = EncodedClips(None, pipe, cache="off").encode(
         {"video": image.expand(4, -1, -1, -1), "image": image[0], "fps": fps, "motion_bucket_id": bucket})
