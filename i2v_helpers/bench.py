@@ -34,6 +34,7 @@ from .generation import as_pil, generate
 from .models import (
     SVD_XT_FRAMES,
     SVD_XT_SIZE,
+    TINY_PRESETS,
     TINY_SVD_DIR,
     build_svd_xt_random,
     build_tiny_pipeline,
@@ -372,3 +373,54 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
         res[name] = {"median_s": statistics.median(times), "times": [round(t, 4) for t in times]}
     res["ratio"] = res["package"]["median_s"] / res["plain_diffusers"]["median_s"]
     return res
+
+
+# ------------------------------------------------------------------ the tiny base's pre-training step
+
+def unet_throughput(model: str = "v2", batch: int = 32, precision: str = "auto", seconds: float = 20.0,
+                    device: str = "auto", compile: bool = False, frames: int | None = None) -> dict:
+    """Clips/s of the tiny SVD pre-training's UNet step (``i2v pretrain throughput``): UNet + CLIP
+    tower trained jointly, the first frames encoded with fresh noise augmentation every step, random
+    weights and latents, to compare recipes on one machine: ``model`` (a ``TINY_PRESETS`` key),
+    ``batch``, ``frames`` (default: the model's), ``precision`` (``auto``: bf16 autocast on CUDA,
+    else fp32) and ``compile``. The pre-training itself caches the first frames' latents
+    (:func:`i2v_helpers.pretrain.cache_unet_inputs`); ``benchmarks/profile_pretrain.py`` times both."""
+    dev = torch.device(pick_device().device if device == "auto" else device)
+    if dev.type == "cuda":
+        enable_tf32()
+    bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")
+    mc = TINY_PRESETS[model]
+    pipe = build_tiny_pipeline(mc).to(dev)
+    pipe.vae.requires_grad_(False)
+    unet = torch.compile(pipe.unet) if compile else pipe.unet
+    n, f = mc.latent_size, frames or mc.num_frames
+    latents = torch.randn(batch, f, mc.latent_channels, n, n, device=dev)
+    first = torch.rand(batch, 3, mc.resolution, mc.resolution, device=dev) * 2 - 1
+    fps = torch.full((batch,), BENCH_FPS, device=dev)
+    bucket = torch.full((batch,), float(BENCH_BUCKET), device=dev)
+    params = list(pipe.unet.parameters()) + list(pipe.image_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)  # unfused, no clipping: as measured in benchmarks/RESULTS.md
+    ocfg = ObjectiveConfig()
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            img_lat, aug = condition_on_first_frame(pipe.vae, first, ocfg)
+            embeds = encode_clip(pipe.image_encoder, clip_pixels(first, pipe.feature_extractor))
+            loss = training_loss(unet, latents, img_lat.float(), aug, embeds, fps, bucket, ocfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up (and compilation)
+        step()
+    sync(dev)
+    t0, steps = time.time(), 0
+    while time.time() - t0 < seconds:
+        step()
+        steps += 1
+    sync(dev)
+    dt = time.time() - t0
+    mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    return {"model": model, "batch": batch, "frames": f, "precision": precision, "compile": compile,
+            "steps": steps, "step_s": dt / steps, "samples_per_s": batch * steps / dt, "peak_gib": mem,
+            "machine": describe(dev)}

@@ -115,10 +115,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from .bench import unet_throughput
     from .config import check_fields, parse_overrides
     from .evaluation import format_summary
+    from .model_card import evaluate_base, write_model_card
     from .models import TINY_MODEL_DIR
-    from .pretrain import PretrainConfig, evaluate_base, finalize, run_phases, unet_throughput, write_model_card
+    from .pretrain import PretrainConfig, finalize, run_phases
 
     cfg = PretrainConfig(out_dir=args.out or TINY_MODEL_DIR, work_dir=args.work_dir, seed=args.seed,
                          vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,

@@ -44,7 +44,8 @@ def test_set_overrides_are_checked_and_typed_like_train_configs():
 
 def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
     from i2v_helpers.metrics import METRIC_KEYS, MOTION_KEYS
-    from i2v_helpers.pretrain import PretrainConfig, write_model_card
+    from i2v_helpers.model_card import write_model_card
+    from i2v_helpers.pretrain import PretrainConfig
 
     work, out = tmp_path / "work", tmp_path / "model"
     out.mkdir()
@@ -110,3 +111,18 @@ def test_a_killed_build_resumes_from_its_last_checkpoint(tmp_path):
     assert f"resuming at step {cut['steps']}" in again.stdout, again.stdout + again.stderr
     final = load_phase_state(work, "vae")
     assert final["steps"] >= cut["steps"] and "scaling_factor" in final
+
+
+def test_model_card_explains_metrics_through_their_one_owner(tmp_path):
+    """The card's explanation of the metrics is describe_metrics' text, for the metrics it shows."""
+    from i2v_helpers.metrics import METRIC_KEYS, describe_metrics
+    from i2v_helpers.model_card import write_model_card
+    from i2v_helpers.pretrain import PretrainConfig
+
+    row = {k: (0.5, 0.1) for k in METRIC_KEYS if k != "warp_error"}
+    metrics = {"clips": 2, "seeds": [0], "vae_psnr_db": 27.0, "model": row, "baseline": row}
+    (tmp_path / "model").mkdir()
+    card = write_model_card(PretrainConfig(work_dir=str(tmp_path / "w"), out_dir=str(tmp_path / "model")),
+                            metrics).read_text()
+    assert describe_metrics([k for k in METRIC_KEYS if k != "warp_error"]) in card
+    assert "warp_error" not in card

