@@ -19,6 +19,7 @@ Introduced in notebook 10 (scaling to the real SVD); figures in ``benchmarks/RES
 from __future__ import annotations
 
 import gc
+import hashlib
 import statistics
 import threading
 import time
@@ -192,11 +193,29 @@ def naive_step_fn(pipe, s: BenchSetup, video):
     return step
 
 
-class _ClipItems(list):
-    """Random clips as :class:`~i2v_helpers.data.VideoClipDataset`-style items, so the trainer's
-    own cache (:class:`~i2v_helpers.encoded.EncodedClips`) encodes them."""
+class InMemoryClips:
+    """Clips already in memory, ``videos`` ``(N, F, 3, H, W)`` in [-1, 1], all with one ``fps`` and
+    ``motion_bucket_id``, as a dataset the trainer's own cache takes (what it needs is listed in
+    :class:`~i2v_helpers.encoded.EncodedClips`): the benchmark encodes its random clips that way."""
 
-    deterministic = True
+    deterministic = True  # an item is its stored clip, whatever the epoch
+
+    def __init__(self, videos: torch.Tensor, fps: float, motion_bucket_id: float):
+        self.videos, self.fps, self.motion_bucket_id = videos, fps, motion_bucket_id
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict:
+        """Clip ``i`` as :class:`~i2v_helpers.data.VideoClipDataset` gives one: its first frame is the image."""
+        return {"video": self.videos[i], "image": self.videos[i][0], "fps": self.fps,
+                "motion_bucket_id": self.motion_bucket_id}
+
+    def fingerprint(self) -> str:
+        """A hash of the clips' shape and values and their conditioning (for a disk cache)."""
+        h = hashlib.sha256(self.videos.detach().float().cpu().numpy().tobytes())
+        h.update(f"{tuple(self.videos.shape)}:{self.fps}:{self.motion_bucket_id}".encode())
+        return h.hexdigest()
 
 
 def trainer_step_fn(pipe, s: BenchSetup, video):
@@ -209,8 +228,8 @@ def trainer_step_fn(pipe, s: BenchSetup, video):
         pipe.image_encoder.to(dtype=wdt)
     cast_frozen_weights(pipe.unet, wdt)
     enable_checkpointing(pipe.unet, s.gradient_checkpointing)
-    items = _ClipItems({"video": x, "image": x[0], "fps": BENCH_FPS, "motion_bucket_id": BENCH_BUCKET} for x in video)
-    cache = EncodedClips(items, pipe, "memory", log=lambda *a: None)  # computed once, outside the timed steps
+    clips = InMemoryClips(video, BENCH_FPS, BENCH_BUCKET)
+    cache = EncodedClips(clips, pipe, "memory", log=lambda *a: None)  # computed once, outside the timed steps
     ocfg, unet = ObjectiveConfig(), pipe.unet
     opt = _optimizer(unet)
     autocast = torch.autocast(dev.type, dtype=wdt, enabled=wdt != torch.float32)

@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
-import numpy as np
 
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
 from .errors import ConfigError, TrainingDiverged
@@ -48,9 +45,7 @@ def cmd_env(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from .data import ManifestError, check_manifest, summarize
-    from .motion import motion_score
-    from .video_io import read_video
+    from .data import ManifestError, check_manifest, motion_stats, summarize
 
     try:
         good, problems = check_manifest(args.manifest, args.frames, args.sampling, args.stride,
@@ -61,8 +56,7 @@ def cmd_data_check(args) -> int:
     print(f"{args.manifest}: checked for {args.frames} frames, {args.sampling} sampling, stride {args.stride}")
     print(_table(list(summarize(good, problems).items())))
     if args.motion and good:
-        scores = [motion_score(read_video(e.video)[0][:args.frames]) for e in good]
-        print(f"  motion px/frame  min {min(scores):.2f}  mean {np.mean(scores):.2f}  max {max(scores):.2f}")
+        print("  motion px/frame  " + "  ".join(f"{k} {v:.2f}" for k, v in motion_stats(good, args.frames).items()))
     for p in problems:
         print(p, file=sys.stderr if p.fatal else sys.stdout)
     return 1 if any(p.fatal for p in problems) else 0
@@ -98,13 +92,11 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .evaluation import load_model_spec, model_spec
     from .generation import generate
-    from .models import TINY_SVD_DIR
+    from .models import TINY_SVD_DIR, load_model
     from .video_io import read_image, write_video
 
-    model = str(TINY_SVD_DIR) if args.model is None else args.model
-    pipe = load_model_spec(model_spec(model, args.lora, args.adapters))
+    pipe = load_model(args.model or TINY_SVD_DIR, lora=args.lora, adapters=args.adapters)
     frames = generate(pipe, read_image(args.image), num_frames=args.frames, steps=args.steps, fps=args.fps,
                       motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
                       min_guidance=args.min_guidance, max_guidance=args.max_guidance, seed=args.seed,
@@ -164,33 +156,28 @@ def cmd_eval(args) -> int:
         format_comparison,
         format_paired,
         format_summary,
-        load_model_spec,
-        model_spec,
+        parse_compare,
+        write_comparison,
         write_report,
     )
-    from .models import TINY_MODEL_DIR
+    from .models import TINY_MODEL_DIR, load_model
 
-    out = Path(args.out)
     if args.compare:
-        specs = dict(c.split("=", 1) if "=" in c else (c, c) for c in args.compare)
-        res = compare_models(specs, args.manifest, tuple(args.seeds), args.steps, args.max_clips,
-                             num_frames=args.frames, size=args.size, sampling=args.sampling, stride=args.stride)
+        res = compare_models(parse_compare(args.compare), args.manifest, tuple(args.seeds), args.steps,
+                             args.max_clips, num_frames=args.frames, size=args.size, sampling=args.sampling,
+                             stride=args.stride)
         print(format_comparison(res))
         names = list(res)
         for a, b in zip(names, names[1:]):
             print(format_paired(res, a, b))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.json").write_text(json.dumps(
-            {n: {k: r[k] for k in ("model", "clips", "seeds", "num_frames", "size", "rows")} for n, r in res.items()},
-            indent=2))
-        print(f"wrote {out / 'compare.json'}")
+        print(f"wrote {write_comparison(res, args.out)}")
         return 0
-    model = TINY_MODEL_DIR if args.model is None else args.model
-    pipe = load_model_spec(model_spec(model, args.lora, args.adapters))
+    model = args.model or TINY_MODEL_DIR
+    pipe = None if model == "baseline" else load_model(model, lora=args.lora, adapters=args.adapters)
     res = evaluate_generation(pipe, args.manifest, tuple(args.seeds), args.steps, args.max_clips, args.frames,
                               keep_videos=args.grid_clips, size=args.size, sampling=args.sampling, stride=args.stride)
     print(format_summary(res))
-    for v in write_report(res, out).values():
+    for v in write_report(res, args.out).values():
         print(f"wrote {v}")
     return 0
 

@@ -32,6 +32,7 @@ Introduced in notebook 05 (dataset).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from PIL import Image
 
 from .conditioning import DEFAULT_FPS, clip_fps, clip_motion_bucket
 from .frames import crop_box, objects_in_clip, resize_crop, sample_frame_indices, to_model_range
+from .motion import motion_score
 from .video_io import MediaError, probe_video, read_image, read_video
 
 KNOWN_KEYS = {"image", "video", "prompt", "fps", "motion_bucket_id", "objects"}
@@ -277,6 +279,14 @@ def check_manifest(path: str | Path, num_frames: int = 16, sampling: str = "cons
     return good, sorted(problems, key=_entry_number)
 
 
+def motion_stats(entries: list[ClipEntry], num_frames: int) -> dict[str, float]:
+    """``{"min", "mean", "max"}`` over the entries of the optical-flow motion (px / frame,
+    :func:`~i2v_helpers.motion.motion_score`) of each video's first ``num_frames`` frames:
+    ``i2v data check --motion``, a look at how much a set moves before training on it."""
+    scores = [motion_score(read_video(e.video)[0][:num_frames]) for e in entries]
+    return {"min": float(min(scores)), "mean": float(np.mean(scores)), "max": float(max(scores))}
+
+
 def _entry_number(p: Problem) -> int:
     parts = p.where.split()
     return int(parts[1]) if len(parts) > 1 and parts[0] == "entry" and parts[1].isdigit() else -1
@@ -382,6 +392,22 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def deterministic(self) -> bool:
         """True when an item depends only on its index (no random crop, flip or start)."""
         return self.crop == "center" and self.hflip == 0 and not self.random_start
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the items: the manifest's text, each entry's media
+        (path, size and modification time, so an edited file counts), and the frame count, size,
+        sampling, stride, crop, flip, random start and default fps. Read at call time, so a
+        trimmed ``entries`` list counts too. What the encoded-clip cache keys its files on
+        (:class:`~i2v_helpers.encoded.EncodedClips`): equal fingerprints, equal items."""
+        h = hashlib.sha256(self.manifest.read_bytes())
+        for e in self.entries:
+            for f in (e.video, e.image):
+                if f is not None:
+                    st = f.stat()
+                    h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(json.dumps([self.num_frames, self.size, self.sampling, self.stride, self.crop, self.hflip,
+                             self.random_start, self.default_fps]).encode())
+        return h.hexdigest()
 
     def __getitem__(self, i: int) -> dict:
         e = self.entries[i]

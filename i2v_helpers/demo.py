@@ -36,7 +36,7 @@ from PIL import Image
 from .conditioning import DEFAULT_FPS
 from .config import load_config
 from .data import check_manifest, summarize
-from .evaluation import compare_models, format_comparison, format_paired, model_spec, paired_difference, write_report
+from .evaluation import compare_models, format_comparison, format_paired, paired_difference, write_report
 from .metrics import MOTION_KEYS, OBJECT_KEYS
 from .models import TINY_SVD_DIR
 from .training import train
@@ -104,10 +104,10 @@ def evaluate_stages(root: Path, stage1: Path, stage2: Path, seeds=(0, 1), steps:
     ``{"SET: NEW - OLD: METRIC": [diff, se, n]}`` (metrics with no clip to score left out)."""
     kw = dict(seeds=tuple(seeds), steps=steps, max_clips=max_clips, log=log)
     tables = {
-        "general": compare_models({"baseline": "baseline", "base": str(TINY_SVD_DIR), "stage 1": str(stage1)},
+        "general": compare_models({"baseline": None, "base": {"path": TINY_SVD_DIR}, "stage 1": {"path": stage1}},
                                   root / "general" / "val.jsonl", **kw),
-        "sports": compare_models({"baseline": "baseline", "stage 1": str(stage1),
-                                  "stage 2": model_spec(str(stage1), lora=str(stage2 / "adapter"))},
+        "sports": compare_models({"baseline": None, "stage 1": {"path": stage1},
+                                  "stage 2": {"path": stage1, "lora": stage2 / "adapter"}},
                                  root / "sports" / "val.jsonl", keep_videos=4, **kw),
     }
     summary = {}

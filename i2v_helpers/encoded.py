@@ -11,7 +11,6 @@ space, so the trainer VAE-encodes the (noised) first frame every step. Introduce
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -31,7 +30,12 @@ class EncodedClips(torch.utils.data.Dataset):
     """Items of a :class:`~i2v_helpers.data.VideoClipDataset` with the frozen encoders applied:
     ``latents`` ``(F, C, h, w)`` (scaled), ``image`` ``(3, H, W)``, ``image_embeds`` ``(1, D)``,
     ``fps``, ``motion_bucket_id``. With a cache they are computed once (memory, or disk keyed
-    by the data, the settings and the encoder weights)."""
+    by the data, the settings and the encoder weights: :meth:`cache_key`).
+
+    What it needs of ``dataset`` (any class that has these will do): ``len()``; ``dataset[i]``, a
+    dict with ``video`` ``(F, 3, H, W)`` and ``image`` ``(3, H, W)`` in [-1, 1], ``fps`` and
+    ``motion_bucket_id``; ``deterministic`` (an item depends only on its index, else nothing is
+    cached); ``fingerprint()``, a string that changes whenever any item would (only the disk cache reads it)."""
 
     def __init__(self, dataset, pipe, cache: str = "memory", cache_dir: str | Path | None = None, log=print):
         self.dataset, self.pipe, self.cache = dataset, pipe, cache
@@ -55,16 +59,9 @@ class EncodedClips(torch.utils.data.Dataset):
             save_items(path, self.items)
 
     def cache_key(self) -> str:
-        """Changes when the manifest, any media file, the sampling settings or the encoders change."""
-        h = hashlib.sha256()
-        ds = self.dataset
-        h.update(ds.manifest.read_bytes())
-        for e in ds.entries:
-            for f in (e.video, e.image):
-                if f is not None:
-                    st = f.stat()
-                    h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-        h.update(json.dumps([ds.num_frames, ds.size, ds.sampling, ds.stride, ds.crop]).encode())
+        """The dataset's :meth:`~i2v_helpers.data.VideoClipDataset.fingerprint` (its items) and every
+        byte of the encoders' weights: changes when the data, the settings or the encoders change."""
+        h = hashlib.sha256(self.dataset.fingerprint().encode())
         for model in (self.pipe.vae, self.pipe.image_encoder):
             for p in model.parameters():  # every byte: a sum of the weights depends on the thread count
                 h.update(p.detach().float().cpu().numpy().tobytes())

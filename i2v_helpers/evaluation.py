@@ -4,7 +4,8 @@
 ``i2v eval --model PATH [--lora DIR | --adapters DIR] --manifest VAL --out DIR`` and
 ``i2v eval --compare NAME=SPEC ... --manifest VAL``. A SPEC is a pipeline folder or run
 folder, optionally followed by ``+lora:DIR`` or ``+adapters:DIR``; ``baseline`` is the
-repeated first frame. Every model sees the same clips and the same seeds.
+repeated first frame (:func:`parse_compare`; in Python, :func:`compare_models` takes
+:func:`i2v_helpers.models.load_model`'s arguments). Every model sees the same clips and the same seeds.
 
 Clips whose manifest entry carries ``objects`` (the synthetic sets' ground truth) are also
 scored with ``object_err_px`` and ``object_kept`` (:func:`i2v_helpers.metrics.object_metrics`);
@@ -25,14 +26,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .adapters import load_adapters
 from .conditioning import DEFAULT_FPS
 from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip
 from .frames import to_model_range, to_uint8
 from .generation import generate
-from .lora import load_lora_into_pipeline
 from .metrics import HIGHER_IS_BETTER, METRIC_KEYS, MOTION_KEYS, OBJECT_KEYS, motion_metrics, object_metrics
-from .models import load_pipeline, model_geometry, resolve_model_path, vae_reconstruct
+from .models import load_model, model_geometry, vae_reconstruct
 from .video_io import write_video
 from .viz import side_by_side
 
@@ -158,48 +157,52 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------ loading what to compare
+# ------------------------------------------------------------------ what to compare
 
-def load_model_spec(spec: str, device=None, dtype=None):
-    """``PATH[+lora:DIR][+adapters:DIR]`` → a pipeline (``None`` for ``baseline``).
+def parse_compare(items: list[str]) -> dict[str, dict | None]:
+    """``i2v eval --compare NAME=SPEC ...`` → ``{name: load_model arguments}`` for :func:`compare_models`.
 
-    ``PATH`` is a pipeline folder, a hub id or a run folder; ``device``/``dtype`` as in
-    :func:`i2v_helpers.models.load_pipeline`. What ``i2v sample`` and ``i2v eval`` load.
-    """
+    A SPEC is ``PATH[+lora:DIR][+adapters:DIR]`` (``PATH`` as :func:`i2v_helpers.models.load_model`
+    takes it) or ``baseline`` (→ ``None``: the repeated first frame); an item without ``NAME=`` is
+    named by its SPEC. The one place the SPEC grammar is read: in Python, give ``load_model``'s
+    arguments directly."""
+    named = (item.split("=", 1) if "=" in item else (item, item) for item in items)
+    return {name: _parse_spec(spec) for name, spec in named}
+
+
+def _parse_spec(spec: str) -> dict | None:
+    """One SPEC → ``{"path", "lora", "adapters"}`` (the last two ``None`` when absent); ``None`` for ``baseline``."""
     if spec == "baseline":
         return None
     path, *extras = spec.split("+")
-    pipe = load_pipeline(resolve_model_path(path), device=device, dtype=dtype)
+    model = {"path": path, "lora": None, "adapters": None}
     for extra in extras:
-        kind, _, d = extra.partition(":")
-        if kind == "lora":
-            load_lora_into_pipeline(pipe, d)
-        elif kind == "adapters":
-            load_adapters(pipe.unet, d)
-        else:
-            raise ValueError(f"{spec}: '+{extra}' is neither +lora:DIR nor +adapters:DIR")
-    return pipe
+        kind, _, folder = extra.partition(":")
+        if kind not in ("lora", "adapters") or not folder or model[kind] is not None:
+            raise ValueError(f"{spec}: '+{extra}' is not one +lora:DIR or +adapters:DIR")
+        model[kind] = folder
+    return model
 
 
-def model_spec(path: str, lora: str | None = None, adapters: str | None = None) -> str:
-    """The spec string of a model path plus optional LoRA / adapter folders."""
-    return path + (f"+lora:{lora}" if lora else "") + (f"+adapters:{adapters}" if adapters else "")
+def compare_models(models: dict[str, dict | None], manifest, seeds=(0, 1), steps: int = 25,
+                   max_clips: int | None = None, progress: bool = True, log=print, keep_videos: int = 0,
+                   num_frames: int | None = None, size: tuple[int, int] | None = None, sampling: str = "consecutive",
+                   stride: int = 1) -> dict:
+    """``{name: evaluate_generation result}`` for each model on the same clips and seeds, at one
+    size and frame count: ``size`` / ``num_frames`` when given, else the models' own (they must
+    agree: paired differences of clips of different sizes mean nothing).
 
-
-def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
-                   progress: bool = True, log=print, keep_videos: int = 0, num_frames: int | None = None,
-                   size: tuple[int, int] | None = None, sampling: str = "consecutive", stride: int = 1) -> dict:
-    """``{name: evaluate_generation result}`` for each ``name=spec`` on the same clips and seeds,
-    at one size and frame count: ``size`` / ``num_frames`` when given, else the models' own
-    (they must agree: paired differences of clips of different sizes mean nothing). The
-    baseline is scored at that geometry too, after the models. ``progress``: a bar per model on
-    stderr (:func:`evaluate_generation`); each model's ``[eval] NAME: N videos in S s`` goes to ``log``."""
+    ``models`` maps a name to :func:`i2v_helpers.models.load_model`'s keyword arguments, e.g.
+    ``{"stage 2": {"path": "runs/tiny-stage1", "lora": "runs/tiny-stage2-sports/adapter"}}``, or to
+    ``None`` for the repeat-first-frame baseline; each is loaded when its turn comes (one in memory at
+    a time). The baseline is scored at the models' geometry, after them. ``progress``: a bar per model
+    on stderr (:func:`evaluate_generation`); each model's ``[eval] NAME: N videos in S s`` goes to ``log``."""
     out, geometry = {}, None
-    for name, spec in specs.items():
-        if spec == "baseline":
+    for name, model in models.items():
+        if model is None:
             continue
-        log(f"[eval] {name}: {spec}")
-        pipe = load_model_spec(spec)
+        log(f"[eval] {name}: " + ", ".join(f"{k} {v}" for k, v in model.items() if v))  # path P, lora D
+        pipe = load_model(**model)
         frames, h, w = model_geometry(pipe)
         g = (num_frames or frames, tuple(size) if size else (h, w))
         if geometry is not None and g != geometry:
@@ -211,13 +214,25 @@ def compare_models(specs: dict[str, str], manifest, seeds=(0, 1), steps: int = 2
                                         name=name, log=log)
         del pipe
     frames, size = geometry or (num_frames, size)
-    for name, spec in specs.items():
-        if spec == "baseline":
+    for name, model in models.items():
+        if model is None:
             log(f"[eval] {name}: the repeated first frame")
             out[name] = evaluate_generation(None, manifest, seeds, steps, max_clips, frames, progress=progress,
                                             keep_videos=keep_videos, size=size, sampling=sampling, stride=stride,
                                             name=name, log=log)
-    return {name: out[name] for name in specs}
+    return {name: out[name] for name in models}
+
+
+def write_comparison(results: dict, out_dir) -> Path:
+    """``compare.json`` in ``out_dir``: each model's rows (a row per clip and seed) and what they were
+    scored on (``model`` summary, ``clips``, ``seeds``, ``num_frames``, ``size``), without the videos.
+    What ``i2v eval --compare --out DIR`` keeps. Returns the file's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = ("model", "clips", "seeds", "num_frames", "size", "rows")
+    path = out / "compare.json"
+    path.write_text(json.dumps({name: {k: r[k] for k in keep} for name, r in results.items()}, indent=2))
+    return path
 
 
 def format_comparison(results: dict) -> str:

@@ -3,7 +3,8 @@
 ``load_pipeline`` is the one call for the real Stable Video Diffusion (a hub id such as
 ``stabilityai/stable-video-diffusion-img2vid-xt`` or a local folder) and for the tiny
 SVD this project ships in ``data_samples/models/tiny-svd``. The tiny model uses the very
-same diffusers/transformers classes with smaller widths.
+same diffusers/transformers classes with smaller widths. ``load_model`` adds what a
+fine-tune left: a run folder's pipeline, a LoRA folder, an adapter-layer folder.
 
 Introduced in notebook 03 (inside SVD).
 """
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from .adapters import load_adapters
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
 from .device import pick_device
+from .lora import load_lora_into_pipeline
 
 SVD_XT_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
 SVD_XT_FRAMES = 25  # SVD-xt's clip length ...
@@ -244,6 +247,22 @@ def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=No
             "(or a local copy in the Hugging Face cache); otherwise give a local folder") from e
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_model(path: str | Path, lora: str | Path | None = None, adapters: str | Path | None = None, device=None,
+               dtype=None):
+    """A model as a fine-tune left it: the pipeline at ``path`` (a pipeline folder, a hub id, or a
+    run folder's ``merged/`` or ``pipeline/``: :func:`resolve_model_path`), loaded by
+    :func:`load_pipeline` (``device``/``dtype`` as there), then a LoRA folder in peft format
+    (:func:`~i2v_helpers.lora.load_lora_into_pipeline`) and/or an adapter-layer folder
+    (:func:`~i2v_helpers.adapters.load_adapters`) applied. What ``i2v sample``, ``i2v eval`` and
+    the notebooks load."""
+    pipe = load_pipeline(resolve_model_path(path), device=device, dtype=dtype)
+    if lora:
+        load_lora_into_pipeline(pipe, lora)
+    if adapters:
+        load_adapters(pipe.unet, adapters)
+    return pipe
 
 
 # ----------------------------------------------------------------------- geometry

@@ -11,7 +11,14 @@ from PIL import Image
 
 from conftest import REPO  # tests/conftest.py
 from i2v_helpers import synth
-from i2v_helpers.data import InvalidManifest, ManifestError, VideoClipDataset, check_manifest, parse_manifest
+from i2v_helpers.data import (
+    InvalidManifest,
+    ManifestError,
+    VideoClipDataset,
+    check_manifest,
+    motion_stats,
+    parse_manifest,
+)
 from i2v_helpers.frames import crop_box, float01_to_uint8, resize_crop, sample_frame_indices
 from i2v_helpers.motion import motion_bucket, motion_score, optical_flow
 from i2v_helpers.video_io import read_image, read_video, write_video
@@ -269,6 +276,15 @@ def test_cli_data_check_exit_codes(folder):
     assert bad.returncode == 1
     err = bad.stderr.splitlines()
     assert len(err) == 3 and err[0].startswith("entry 1 (line 2)") and "line 3" in err[1] and "missing key" in err[2]
+
+
+def test_motion_stats_of_a_manifest_for_data_check(folder, clip):
+    (folder / "m.jsonl").write_text(json.dumps({"video": "a.mp4"}) + "\n" + json.dumps({"video": "b.mp4"}) + "\n")
+    write_video(folder / "b.mp4", np.repeat(clip[:1], 16, axis=0), fps=8)  # a still clip
+    good, _ = check_manifest(folder / "m.jsonl", num_frames=8)
+    stats = motion_stats(good, 8)
+    assert list(stats) == ["min", "mean", "max"] and stats["min"] < 0.05 < stats["max"]
+    assert stats["max"] == pytest.approx(motion_score(read_video(folder / "a.mp4")[0][:8]))
 
 
 def test_curate_manifest_keeps_clips_that_pass_and_writes_a_valid_manifest(tmp_path):

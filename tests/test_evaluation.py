@@ -23,6 +23,8 @@ from i2v_helpers.evaluation import (
     format_comparison,
     format_paired,
     paired_difference,
+    parse_compare,
+    write_comparison,
     write_report,
 )
 from i2v_helpers.frames import to_uint8
@@ -142,6 +144,26 @@ def test_eval_cli_compare_mode(tmp_path):
                           "--manifest", str(REPO / "data_samples/sports/val.jsonl"), "--max-clips", "2",
                           "--seeds", "0", "--out", str(tmp_path)], capture_output=True, text=True, check=True).stdout
     assert "baseline" in out and (tmp_path / "compare.json").is_file()
+
+
+def test_compare_specs_become_load_model_arguments():
+    models = parse_compare(["baseline", "s1=runs/a", "s2=runs/a+lora:runs/b/adapter", "both=m+adapters:x+lora:y"])
+    assert models == {"baseline": None, "s1": {"path": "runs/a", "lora": None, "adapters": None},
+                      "s2": {"path": "runs/a", "lora": "runs/b/adapter", "adapters": None},
+                      "both": {"path": "m", "lora": "y", "adapters": "x"}}
+    for bad in ("x=runs/a+lore:d", "x=runs/a+lora:d+lora:e", "x=runs/a+lora"):
+        with pytest.raises(ValueError, match=r"is not one \+lora:DIR or \+adapters:DIR"):
+            parse_compare([bad])
+
+
+def test_write_comparison_keeps_the_rows_and_what_they_were_scored_on(tmp_path):
+    result = {"rows": [{"clip": "entry 0", "seed": 0, "psnr": 20.0}], "model": {"psnr": (20.0, 0.0)},
+              "baseline": {"psnr": (18.0, 0.0)}, "clips": 1, "seeds": [0], "num_frames": 4, "size": [64, 64],
+              "videos": [np.zeros((4, 64, 64, 3), np.uint8)]}
+    path = write_comparison({"a": result}, tmp_path / "new")
+    assert path == tmp_path / "new" / "compare.json"
+    saved = json.loads(path.read_text())["a"]
+    assert set(saved) == {"model", "clips", "seeds", "num_frames", "size", "rows"} and saved["rows"] == result["rows"]
 
 
 # ------------------------------------------------------------------ statistics: the clip is the unit

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO  # tests/conftest.py
+from conftest import REPO, run_unet, unet_inputs  # tests/conftest.py
 from i2v_helpers import synth
+from i2v_helpers.adapters import add_adapters, save_adapters
 from i2v_helpers.generation import generate, trace_reverse_process
+from i2v_helpers.lora import add_lora, lora_config, save_lora
 from i2v_helpers.metrics import flow_cosine, flow_epe, motion_metrics, repeat_first_frame
-from i2v_helpers.models import TINY_SVD_DIR, component_report, load_pipeline
+from i2v_helpers.models import TINY_SVD_DIR, component_report, load_model, load_pipeline
 from i2v_helpers.schedules import karras_sigmas, pipeline_sigmas
 from i2v_helpers.video_io import read_video
 
@@ -59,6 +61,28 @@ def test_load_pipeline_roundtrip(tmp_path, small_pipe):
     p = load_pipeline(tmp_path / "p", device="cpu", dtype=torch.float32)
     for a, b in zip(p.unet.parameters(), small_pipe.unet.parameters()):
         assert torch.equal(a, b)
+
+
+def test_load_model_is_a_run_folder_with_its_lora_and_adapters(tmp_path, small_pipe):
+    """load_model: a run folder (its pipeline/), then a LoRA folder and an adapter folder on top,
+    gives the UNet the fine-tune left."""
+    small_pipe.save_pretrained(tmp_path / "run" / "pipeline", safe_serialization=True)
+    tuned = load_pipeline(tmp_path / "run" / "pipeline", device="cpu", dtype=torch.float32)
+    add_lora(tuned.unet, lora_config(tuned.unet, rank=4))
+    add_adapters(tuned.unet, bottleneck=8, blocks="temporal")
+    g = torch.Generator().manual_seed(1)
+    for name, p in tuned.unet.named_parameters():
+        if "lora_B" in name or "i2v_adapters" in name:  # both start as the identity: give them weights
+            p.data = torch.randn(p.shape, generator=g) * 0.05
+    save_lora(tuned.unet, tmp_path / "lora")
+    save_adapters(tuned.unet, tmp_path / "adapters")
+    inputs = unet_inputs(tuned.unet)
+    want = run_unet(tuned.unet, inputs)
+    loaded = load_model(tmp_path / "run", lora=tmp_path / "lora", adapters=tmp_path / "adapters", device="cpu",
+                        dtype=torch.float32)
+    assert (run_unet(loaded.unet, inputs) - want).abs().max() <= 1e-5  # as tests/test_lora.py's round trip
+    plain = load_model(tmp_path / "run", device="cpu", dtype=torch.float32)
+    assert (run_unet(plain.unet, inputs) - want).abs().max() > 1e-4
 
 
 def test_flow_metrics_on_constructed_cases():

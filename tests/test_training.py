@@ -296,6 +296,54 @@ def test_disk_cache_is_reused_and_keyed(base, tmp_path):
     assert EncodedClips(ds8, pipe, "disk", tmp_path, log=msgs.append).cache_key() != first.cache_key()
 
 
+def test_the_dataset_fingerprint_changes_with_what_decides_the_items(tmp_path):
+    """What the encoded-clip cache keys on: the same manifest and settings give the same fingerprint;
+    any setting, a trimmed entry list or an edited media file give another."""
+    import os
+    import shutil
+
+    from i2v_helpers.data import VideoClipDataset
+
+    for name in ("0000.mp4", "0000.png", "0001.mp4"):
+        (tmp_path / "val").mkdir(exist_ok=True)
+        shutil.copy(REPO / "data_samples/general/val" / name, tmp_path / "val" / name)
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text('{"image": "val/0000.png", "video": "val/0000.mp4"}\n{"video": "val/0001.mp4", "fps": 8}\n')
+
+    def fingerprint(**kw):
+        return VideoClipDataset(manifest, **{"num_frames": 4, "size": 64, "decode_check": False, **kw}).fingerprint()
+
+    same = fingerprint()
+    assert fingerprint() == same  # another dataset object, the same settings
+    changes = [{"num_frames": 8}, {"size": 32}, {"size": (64, 48)}, {"sampling": "spread"}, {"stride": 2},
+               {"crop": "random"}, {"hflip": 0.5}, {"random_start": True}, {"default_fps": 6.0}]
+    assert len({fingerprint(**c) for c in changes} - {same}) == len(changes)
+    trimmed = VideoClipDataset(manifest, 4, 64, decode_check=False)
+    trimmed.entries = trimmed.entries[:1]  # as max_train_samples trims it
+    assert trimmed.fingerprint() != same
+    st = (tmp_path / "val/0001.mp4").stat()
+    os.utime(tmp_path / "val/0001.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the clip was rewritten
+    assert fingerprint() != same
+
+
+def test_any_dataset_with_a_fingerprint_is_cached_on_disk(base, tmp_path):
+    """EncodedClips needs len, items, ``deterministic`` and ``fingerprint()`` of its dataset, nothing else:
+    the benchmark's clips in memory are cached, reloaded, and keyed by their values and conditioning."""
+    from i2v_helpers.bench import InMemoryClips
+    from i2v_helpers.models import load_pipeline
+
+    pipe = load_pipeline(base, device="cpu", dtype=torch.float32)
+    video = torch.rand(2, 4, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    msgs = []
+    first = EncodedClips(InMemoryClips(video, 8.0, 127.0), pipe, "disk", tmp_path, log=msgs.append)
+    again = EncodedClips(InMemoryClips(video.clone(), 8.0, 127.0), pipe, "disk", tmp_path, log=msgs.append)
+    assert "encoded 2 clips" in msgs[0] and "loaded 2 encoded clips" in msgs[1]
+    assert torch.equal(first[1]["latents"], again[1]["latents"]) and first[1]["latents"].shape[0] == 4
+    other = [InMemoryClips(video, 8.0, 60.0), InMemoryClips(-video, 8.0, 127.0)]  # another bucket, other clips
+    keys = {EncodedClips(clips, pipe, "off").cache_key() for clips in other}
+    assert len(keys) == 2 and first.cache_key() not in keys
+
+
 KILL_DURING_SAVE = r"""
 import os, signal, sys, torch
 from pathlib import Path
