@@ -107,26 +107,18 @@ def cmd_sample(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .bench import unet_throughput
-    from .config import check_fields, parse_overrides
     from .evaluation import format_summary
     from .model_card import evaluate_base, write_model_card
     from .models import TINY_MODEL_DIR
-    from .pretrain import PretrainConfig, finalize, run_phases
+    from .pretrain import pretrain_config, run_pretrain
 
-    cfg = PretrainConfig(out_dir=args.out or TINY_MODEL_DIR, work_dir=args.work_dir, seed=args.seed,
-                         vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
-                         decoder_minutes=args.decoder_minutes)
-    for key, value in check_fields(PretrainConfig, parse_overrides(args.set), "--set").items():  # ConfigError: exit 2
-        setattr(cfg, key, value)
-    if args.phase == "throughput":
-        print(json.dumps(unet_throughput(cfg.model, cfg.unet_batch, cfg.precision, args.seconds, cfg.device,
-                                         cfg.compile)))
-        return 0
-    if args.phase in ("vae", "unet", "decoder", "all"):
-        run_phases(cfg, ("vae", "unet", "decoder") if args.phase == "all" else (args.phase,))
-    if args.phase in ("finalize", "all"):
-        finalize(cfg)
+    cfg = pretrain_config(args.set, out_dir=args.out or TINY_MODEL_DIR, work_dir=args.work_dir, seed=args.seed,
+                          vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
+                          decoder_minutes=args.decoder_minutes)  # ConfigError: exit 2
+    done = run_pretrain(cfg, args.phase, args.seconds)
+    if "throughput" in done:
+        print(json.dumps(done["throughput"]))
+    if "model_dir" in done:
         print(f"model card: {write_model_card(cfg)}")
     if args.phase == "evaluate" or (args.phase == "all" and not args.no_eval):
         res = evaluate_base(cfg.out_dir, args.manifest, max_clips=args.max_clips)

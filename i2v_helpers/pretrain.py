@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from . import synth
+from .bench import unet_throughput
+from .config import check_fields, parse_overrides
 from .device import describe, enable_tf32, pick_device
 from .frames import to_model_range
 from .models import (
@@ -657,3 +659,31 @@ def finalize(cfg: PretrainConfig, log=print) -> Path:
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != "README.md")
     log(f"[finalize] wrote {out} ({size / 1e6:.1f} MB)")
     return out
+
+
+def pretrain_config(sets: list[str] | None = None, **fields) -> PretrainConfig:
+    """A :class:`PretrainConfig` of ``fields`` (``i2v pretrain``'s options) with the ``--set key=value``
+    overrides on top. An unknown key, or a word where a number goes, raises ``ConfigError``
+    (``i2v``: exit 2) before anything runs."""
+    cfg = PretrainConfig(**fields)
+    for key, value in check_fields(PretrainConfig, parse_overrides(sets), "--set").items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def run_pretrain(cfg: PretrainConfig, phase: str, seconds: float = 20.0, log=print) -> dict:
+    """What ``i2v pretrain PHASE`` does up to the model card: ``throughput``, the UNet step's clips/s
+    over ``seconds`` (:func:`~i2v_helpers.bench.unet_throughput`, nothing trained); ``vae``, ``unet``,
+    ``decoder``, that phase (:func:`run_phases`, resumable); ``finalize``, the phases' models assembled
+    in ``out_dir`` (:func:`finalize`); ``all``, the three phases then finalize; ``evaluate``, nothing
+    (scoring is :mod:`i2v_helpers.model_card`'s, which imports this module). Returns what ran:
+    ``{"throughput": {...}}``, or ``{"phases": run_phases' result, "model_dir": the finalized folder}``."""
+    if phase == "throughput":
+        return {"throughput": unet_throughput(cfg.model, cfg.unet_batch, cfg.precision, seconds, cfg.device,
+                                              cfg.compile)}
+    done = {}
+    if phase in (*PHASES, "all"):
+        done["phases"] = run_phases(cfg, PHASES if phase == "all" else (phase,), log)
+    if phase in ("finalize", "all"):
+        done["model_dir"] = finalize(cfg, log)
+    return done
