@@ -4,7 +4,7 @@
 # checkout (V2_WORK, default /work/v2build) so that a fresh clone does not lose it.
 #
 #   bash benchmarks/v2_cpu_build.sh vae            # phase 1 until 31 dB on the probe clips (or 90 min); 8-frame
-#                                                  # windows of 32 px crops (the first 41 min of this build: 4-frame)
+#                                                  # windows of 32 px crops (the first 44 min of this build: 4-frame)
 #   bash benchmarks/v2_cpu_build.sh arm NAME       # one 15-minute UNet ablation arm, from scratch (names below)
 #   bash benchmarks/v2_cpu_build.sh plot           # the learning curve PNG of the build and of each arm
 #
