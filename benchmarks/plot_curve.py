@@ -60,6 +60,8 @@ def main():
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no probe yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")

@@ -40,7 +40,8 @@ SVD_SCHEDULER_CONFIG = dict(
 @dataclass
 class TinySVDConfig:
     """Widths of the tiny SVD. Defaults are v2 (64×64 px, 16 frames); the shipped weights are still
-    v1 (:data:`TINY_V1`) until v2 is built (``benchmarks/gpu_build_tiny.sh``).
+    v1 (:data:`TINY_V1`) until v2 is built (on the CPU: ``benchmarks/v2_cpu_build.sh``, over several
+    sessions; on a GPU: ``benchmarks/gpu_build_tiny.sh``).
 
     v2 encodes 64 px frames through a 4× VAE (three down blocks), so the UNet sees a
     **16×16 latent grid** per frame: a ball of radius 4–6 px covers 2–3 latent pixels
