@@ -204,23 +204,31 @@ def make_corpus(n: int, seed: int, workers: int = 0, size: int = 64, frames: int
             "bucket": torch.from_numpy(buckets[order]).float()}
 
 
-def cached_corpus(work: Path, n: int, seed: int, workers: int = 0, size: int = 64, frames: int = 16,
-                  log=print, rule_prob: float = 0.5) -> dict:
-    """:func:`make_corpus`, kept in ``work/corpus.pt`` so that a resumed phase or an ablation arm
-    (a work folder whose ``corpus.pt`` links to the build's) skips generating it again. The file
-    records what it was made from; a different ``n``, ``seed``, ``size`` or ``frames`` makes a new one."""
-    key = {"n": n, "seed": seed, "size": size, "frames": frames, "rule_prob": rule_prob}
-    f = (work / "corpus.pt").resolve()  # a link to the build's corpus is written through
+def kept_on_disk(f: Path, key: dict, make, log=print) -> dict:
+    """``make()`` (a dict of tensors), kept in ``f`` with ``key``: read back while the file's key equals
+    ``key``, else made again and written atomically. A link is written through, so ablation arms whose
+    work folders link to the build's files share them."""
+    f = f.resolve()
     if f.is_file():
         cached = torch.load(f, weights_only=True)
         if cached.get("key") == key:
-            log(f"[corpus] {tuple(cached['clips'].shape)} from {f}")
+            log(f"[cache] {f.name} from {f}")
             return cached
-    corpus = make_corpus(n, seed, workers, size, frames, log, rule_prob)
-    tmp = f.parent / ".corpus.tmp"
-    torch.save({**corpus, "key": key}, tmp)
+    out = {**make(), "key": key}
+    tmp = f.parent / f".{f.stem}.tmp"
+    torch.save(out, tmp)
     tmp.replace(f)
-    return corpus
+    return out
+
+
+def cached_corpus(work: Path, n: int, seed: int, workers: int = 0, size: int = 64, frames: int = 16,
+                  log=print, rule_prob: float = 0.5) -> dict:
+    """:func:`make_corpus`, kept in ``work/corpus.pt`` (:func:`kept_on_disk`) so that a resumed phase or
+    an ablation arm skips generating it again; a different ``n``, ``seed``, ``size``, ``frames`` or
+    ``rule_prob`` makes a new one."""
+    key = {"n": n, "seed": seed, "size": size, "frames": frames, "rule_prob": rule_prob}
+    return kept_on_disk(work / "corpus.pt", key, lambda: make_corpus(n, seed, workers, size, frames, log, rule_prob),
+                        log)
 
 
 def heldout_clips(n: int = 24, seed: int = 10_000) -> np.ndarray:
@@ -496,25 +504,19 @@ def cache_unet_inputs(vae, corpus: dict, work: Path, draws: int, seed: int, log=
     of a 16 × 4 step (``benchmarks/RESULTS.md``)."""
     vae_state = load_phase_state(work, "vae") or {}
     key = {"vae_steps": vae_state.get("steps"), "clips": len(corpus["clips"]), "draws": draws, "seed": seed}
-    f = (work / "latents.pt").resolve()  # a link to the build's latents is written through
-    if f.is_file():
-        cached = torch.load(f, weights_only=True)
-        if cached.get("key") == key:
-            log(f"[unet] latents from {f}")
-            return cached
-    t = time.time()
-    latents = encode_corpus(vae, corpus["clips"])
-    first = to_model_range(corpus["clips"][:, 0])  # (N, 3, H, W)
-    g = torch.Generator().manual_seed(seed + 5)
-    ocfg = ObjectiveConfig()
-    augs = sample_noise_aug(len(first) * draws, ocfg, g).reshape(len(first), draws)
-    img = torch.stack([torch.cat([encode_image_latents(vae, first[i:i + 64], augs[i:i + 64, k], g)
-                                  for i in range(0, len(first), 64)]) for k in range(draws)], dim=1)
-    out = {"key": key, "latents": latents, "image_latents": img, "aug": augs, "seconds": time.time() - t}
-    torch.save(out, f.parent / ".latents.tmp")
-    (f.parent / ".latents.tmp").replace(f)
-    log(f"[unet] encoded {tuple(latents.shape)} and {draws} first-frame draws per clip in {out['seconds']:.0f}s")
-    return out
+
+    def encode():
+        t = time.time()
+        latents = encode_corpus(vae, corpus["clips"])
+        first = to_model_range(corpus["clips"][:, 0])  # (N, 3, H, W)
+        g = torch.Generator().manual_seed(seed + 5)
+        augs = sample_noise_aug(len(first) * draws, ObjectiveConfig(), g).reshape(len(first), draws)
+        img = torch.stack([torch.cat([encode_image_latents(vae, first[i:i + 64], augs[i:i + 64, k], g)
+                                      for i in range(0, len(first), 64)]) for k in range(draws)], dim=1)
+        log(f"[unet] encoded {tuple(latents.shape)} and {draws} first-frame draws per clip in {time.time() - t:.0f}s")
+        return {"latents": latents, "image_latents": img, "aug": augs, "seconds": time.time() - t}
+
+    return kept_on_disk(work / "latents.pt", key, encode, log)
 
 
 def _probe_pipe(cfg: PretrainConfig, pipe):
