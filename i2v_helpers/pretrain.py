@@ -519,7 +519,7 @@ def cache_unet_inputs(vae, corpus: dict, work: Path, draws: int, seed: int, log=
     return kept_on_disk(work / "latents.pt", key, encode, log)
 
 
-def _probe_pipe(cfg: PretrainConfig, pipe):
+def _probe_pipe(pipe):
     """A pipeline sharing the phase's models, for the probe (eval mode inside, train mode after)."""
     from diffusers import StableVideoDiffusionPipeline
 
@@ -564,7 +564,7 @@ def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
 
     def probe(_state):
         pipe.unet.eval(), pipe.image_encoder.eval()
-        res = learning_curve_probe(_probe_pipe(cfg, pipe), items)
+        res = learning_curve_probe(_probe_pipe(pipe), items)
         pipe.unet.train(), pipe.image_encoder.train()
         return res
 

@@ -28,6 +28,7 @@ import torch
 
 from .data import parse_manifest, prepare_clip
 from .frames import to_model_range, to_uint8
+from .generation import generate
 from .metrics import motion_metrics, object_metrics
 from .objective import added_time_ids, clip_pixels, denoise, encode_clip, encode_image_latents
 
@@ -93,8 +94,6 @@ def learning_curve_probe(pipe, items: list[dict], seed: int = 0, steps: int = 25
     (guidance 1→3, the pipeline as users call it) scored for ``object_kept``, ``object_err_px``
     and ``flow_epe`` next to repeat-the-first-frame (``base_*``), and the σ_start probe at
     :data:`PROBE_SIGMAS` (``err@σ`` and ``kept@σ``)."""
-    from .generation import generate
-
     gen_rows, base_rows = [], []
     for it in items:
         gen = generate(pipe, it["image"], num_frames=len(it["video"]), steps=steps, fps=it["fps"],
