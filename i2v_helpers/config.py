@@ -40,7 +40,11 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ObjectiveConfig):
+    """Everything one fine-tuning run needs. The objective's settings (``p_mean``, ``p_std``, the noise
+    augmentation, the CFG dropouts, ``loss``, ``weighting``, ``snr_gamma``) are inherited from
+    :class:`~i2v_helpers.objective.ObjectiveConfig`, their one owner: a config YAML sets them by name."""
+
     # what to train
     init_from: str = TINY_MODEL_DIR
     technique: str = "lora"  # lora | full | adapter
@@ -80,15 +84,6 @@ class TrainConfig:
     full_subset: str | None = None  # e.g. "temporal_transformer_block": only matching parameter names
     adapter_bottleneck: int = 16  # technique adapter: width of each bottleneck adapter
     adapter_blocks: str = "all"  # all | spatial | temporal transformer blocks
-    # objective
-    p_mean: float = 0.7
-    p_std: float = 1.6
-    noise_aug_mean: float = -3.0
-    noise_aug_std: float = 0.5
-    drop_embed: float = 0.2
-    drop_image: float = 0.2
-    drop_both: float = 0.1
-    loss: str = "edm"  # edm (SVD's EDM v-prediction) | epsilon (the seed's noise target; notebook 02: why not)
     # caching, validation, checkpoints, logging
     cache: str = "memory"  # memory | disk | off
     cache_dir: str | None = None  # default: output_dir/cache
@@ -105,7 +100,7 @@ class TrainConfig:
         for name, allowed in ALLOWED_VALUES.items():
             check_allowed(name, getattr(self, name), allowed)
         try:
-            self.objective()  # the objective checks its own settings (loss)
+            super().__post_init__()  # the objective checks its own settings (loss, weighting)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         for name in ("val_every", "checkpoint_every", "log_every"):
@@ -121,9 +116,8 @@ class TrainConfig:
         return PRECISION_DTYPES[self.mixed_precision]
 
     def objective(self) -> ObjectiveConfig:
-        return ObjectiveConfig(p_mean=self.p_mean, p_std=self.p_std, noise_aug_mean=self.noise_aug_mean,
-                               noise_aug_std=self.noise_aug_std, drop_embed=self.drop_embed,
-                               drop_image=self.drop_image, drop_both=self.drop_both, loss=self.loss)
+        """The objective's settings alone (what ``objective.training_loss`` reads)."""
+        return ObjectiveConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ObjectiveConfig)})
 
 
 def check_allowed(name: str, value, allowed: tuple) -> None:
