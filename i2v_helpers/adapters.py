@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -93,7 +94,6 @@ def remove_adapters(unet) -> None:
 
 def save_adapters(unet, out_dir: str | Path, base_model: str | None = None) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (fp32)."""
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,6 @@ def save_adapters(unet, out_dir: str | Path, base_model: str | None = None) -> P
 
 def load_adapters(unet, adapter_dir: str | Path) -> list[str]:
     """Attach the adapters saved by :func:`save_adapters` (safetensors only)."""
-    from safetensors.torch import load_file
 
     d = Path(adapter_dir)
     if not (d / ADAPTER_CONFIG).is_file() or not (d / ADAPTER_WEIGHTS).is_file():

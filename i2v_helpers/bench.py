@@ -25,7 +25,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .conditioning import DEFAULT_MOTION_BUCKET
 from .config import PRECISION_DTYPES, TrainConfig
@@ -252,7 +254,6 @@ def model_flops_per_step(pipe, s: BenchSetup, device) -> float:
     ``torch.utils.flop_counter`` × 3 for full fine-tuning (forward, input and weight
     gradients) or × 2 for LoRA (the frozen weights need no weight gradients).
     Recomputation under gradient checkpointing is not counted (MFU convention)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     unet = pipe.unet
     c = unet.config
@@ -360,7 +361,6 @@ def bench_sample(model=None, steps: int = 25, frames: int | None = None, repeats
     """Seconds per generated video: :func:`i2v_helpers.generation.generate` against a plain
     ``StableVideoDiffusionPipeline.__call__`` with the same settings and seed (median of
     ``repeats`` after one warm-up each). ``compile`` wraps the UNet in ``torch.compile``."""
-    import numpy as np
 
     spec = pick_device()
     device = torch.device(device or spec.device)

@@ -31,6 +31,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from diffusers.models.resnet import SpatioTemporalResBlock
+from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .config import TrainConfig
 from .models import SVD_XT_SIZE, native_resolution, resolve_model_path, svd_xt_image_encoder, svd_xt_unet, svd_xt_vae
@@ -121,9 +125,6 @@ def unet_activation_bytes(unet_config: dict, batch: int, frames: int, latent_hw:
 
 def _trace(unet_config, batch, frames, latent_hw, dtype, trainable, mode, autocast=False) -> tuple[int, int]:
     """(bytes saved without checkpointing, bytes held with ``mode``'s checkpointing)."""
-    from diffusers import UNetSpatioTemporalConditionModel
-    from diffusers.models.resnet import SpatioTemporalResBlock
-    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
     with torch.device("meta"):
         unet = UNetSpatioTemporalConditionModel.from_config(unet_config)
@@ -197,8 +198,6 @@ def _config_json(path: Path) -> dict:
 
 def model_configs(init_from: str) -> dict:
     """UNet / VAE / CLIP parameter counts and the UNet config for a model path or SVD-xt id."""
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     p = Path(resolve_model_path(init_from)) if Path(init_from).exists() else None
     with torch.device("meta"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ def crop_box(h: int, w: int, size: tuple[int, int], mode: str = "center",
 
 def resize_crop(frames: np.ndarray, size: tuple[int, int], box: tuple[float, int, int]) -> np.ndarray:
     """``uint8`` ``(F, H, W, 3)`` → ``(F, size[0], size[1], 3)`` with the given box (area resampling)."""
-    import cv2
 
     scale, top, left = box
     h, w = frames.shape[1:3]

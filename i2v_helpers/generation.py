@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from diffusers import EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler
 from PIL import Image
 
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
@@ -79,7 +80,6 @@ def use_sampler(pipe, name: str = "euler"):
     model: sigma_data = 1, v-prediction, the same sigma range; it passes the UNet the same
     ``c_noise = 0.25 ln sigma``, so no retraining is needed.
     """
-    from diffusers import EDMDPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     if not hasattr(pipe, "_i2v_euler_config"):  # the pipeline's own (Euler) settings, kept for swapping back
         pipe._i2v_euler_config = dict(pipe.scheduler.config)

@@ -17,9 +17,13 @@ Introduced in notebook 04 (LoRA injection).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 PEFT_PREFIX = "base_model.model."
@@ -51,7 +55,6 @@ def lora_config(unet, rank: int = 16, alpha: float | None = None, dropout: float
                 init: str | bool = True, base_model: str | None = None):
     """A ``peft.LoraConfig`` targeting the chosen attention blocks (names spelled out, so the
     saved config is unambiguous). ``init``: peft's ``init_lora_weights`` (True, "gaussian", "pissa", ...)."""
-    from peft import LoraConfig
 
     return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
                       target_modules=attention_target_modules(unet, blocks), init_lora_weights=init,
@@ -60,7 +63,6 @@ def lora_config(unet, rank: int = 16, alpha: float | None = None, dropout: float
 
 def add_lora(unet, config, adapter_name: str = "default"):
     """Inject a LoRA adapter into ``unet`` in place; only the LoRA weights are trainable."""
-    from peft import inject_adapter_in_model
 
     inject_adapter_in_model(config, unet, adapter_name=adapter_name)
     for n, p in unet.named_parameters():
@@ -69,15 +71,12 @@ def add_lora(unet, config, adapter_name: str = "default"):
 
 
 def _lora_layers(unet):
-    from peft.tuners.lora import LoraLayer
 
     return [(n, m) for n, m in unet.named_modules() if isinstance(m, LoraLayer)]
 
 
 def save_lora(unet, out_dir: str | Path, adapter_name: str = "default") -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` in PeftModel's layout (atomic)."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -89,7 +88,6 @@ def save_lora(unet, out_dir: str | Path, adapter_name: str = "default") -> Path:
     save_file({PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp / ADAPTER_WEIGHTS)
     config.save_pretrained(tmp)
     if out.exists():
-        import shutil
 
         shutil.rmtree(out)
     tmp.replace(out)
@@ -98,8 +96,6 @@ def save_lora(unet, out_dir: str | Path, adapter_name: str = "default") -> Path:
 
 def load_lora(unet, adapter_dir: str | Path, adapter_name: str = "default", trainable: bool = False):
     """Inject the adapter saved in ``adapter_dir`` into a plain ``unet`` and load its weights."""
-    from peft import LoraConfig, set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file() or not (d / ADAPTER_WEIGHTS).is_file():

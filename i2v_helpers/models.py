@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .adapters import load_adapters
 from .conditioning import DEFAULT_FPS, DEFAULT_MOTION_BUCKET
@@ -115,7 +117,6 @@ def tiny_config_of(folder: str | Path) -> TinySVDConfig:
 
 
 def build_tiny_vae(cfg: TinySVDConfig):
-    from diffusers import AutoencoderKLTemporalDecoder
 
     n = len(cfg.vae_channels)
     return AutoencoderKLTemporalDecoder(
@@ -128,7 +129,6 @@ def build_tiny_vae(cfg: TinySVDConfig):
 def build_tiny_unet(cfg: TinySVDConfig):
     """The UNet; levels with ``unet_attention`` use the cross-attention blocks (SVD-xt has
     attention on every level but the lowest; the tiny v2 only on its lowest, 8×8)."""
-    from diffusers import UNetSpatioTemporalConditionModel
 
     down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal"
                  for a in cfg.unet_attention)
@@ -144,7 +144,6 @@ def build_tiny_unet(cfg: TinySVDConfig):
 
 
 def build_tiny_image_encoder(cfg: TinySVDConfig):
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     return CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=cfg.clip_hidden, intermediate_size=4 * cfg.clip_hidden,
@@ -155,7 +154,10 @@ def build_tiny_image_encoder(cfg: TinySVDConfig):
 def svd_pipeline(vae, image_encoder, unet, scheduler_config: dict):
     """A ``StableVideoDiffusionPipeline`` of these models, an ``EulerDiscreteScheduler`` of
     ``scheduler_config`` and SVD's 224 px ``CLIPImageProcessor``."""
-    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+    # imported here, not at the top (also in load_pipeline, pretrain._probe_pipe): without torchvision (the CPU
+    # build) the pipeline's module resolves transformers' CLIPImageProcessor, which then warns that it falls back to
+    # CLIPImageProcessorPil; at the top, that warning would open every `i2v` command's output, errors included
+    from diffusers import StableVideoDiffusionPipeline
     from transformers import CLIPImageProcessor
 
     return StableVideoDiffusionPipeline(
@@ -175,7 +177,6 @@ def build_tiny_pipeline(cfg: TinySVDConfig | None = None, seed: int = 0):
 def svd_xt_unet(num_frames: int = SVD_XT_FRAMES):
     """SVD-xt's UNet with random weights, built on the current default device (diffusers'
     defaults for ``UNetSpatioTemporalConditionModel`` are SVD-xt's config)."""
-    from diffusers import UNetSpatioTemporalConditionModel
 
     return UNetSpatioTemporalConditionModel(num_frames=num_frames)
 
@@ -188,7 +189,6 @@ def svd_xt_unet_on_meta(num_frames: int = SVD_XT_FRAMES):
 
 def svd_xt_vae():
     """SVD-xt's ``AutoencoderKLTemporalDecoder`` (diffusers' defaults are a 1-block toy), random weights."""
-    from diffusers import AutoencoderKLTemporalDecoder
 
     return AutoencoderKLTemporalDecoder(
         down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
@@ -197,7 +197,6 @@ def svd_xt_vae():
 
 def svd_xt_image_encoder():
     """SVD-xt's image encoder, OpenCLIP ViT-H/14 as ``CLIPVisionModelWithProjection``, random weights."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     return CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, patch_size=14,
@@ -223,7 +222,6 @@ def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=No
     default to :func:`i2v_helpers.device.pick_device`. Weights are read from
     safetensors only (``use_safetensors=True``: no pickle is ever loaded).
     """
-    from diffusers import StableVideoDiffusionPipeline
 
     spec = pick_device()
     device = device or spec.device
@@ -239,6 +237,8 @@ def load_pipeline(name_or_path: str | Path = TINY_SVD_DIR, device=None, dtype=No
         raise FileNotFoundError(
             f"{name_or_path}: neither a local folder nor a hub id of the form 'org/name' "
             f"(e.g. {SVD_XT_ID}); check the path")
+    from diffusers import StableVideoDiffusionPipeline  # not at the top: see svd_pipeline
+
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(
             str(name_or_path), dtype=dtype, variant=variant, use_safetensors=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,7 +84,6 @@ def _rand(batch: int, generator=None, device=None) -> torch.Tensor:
 
 def per_sample_generators(seed: int, step: int, indices) -> list[torch.Generator]:
     """One generator per sample, seeded by (seed, step, global sample index)."""
-    import numpy as np
 
     return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, int(i)]).generate_state(1)[0]))
             for i in indices]
@@ -167,9 +167,8 @@ def added_time_ids(fps, motion_bucket_id, noise_aug_strength, batch: int | None 
 def clip_pixels(image: torch.Tensor, feature_extractor) -> torch.Tensor:
     """``(B, 3, H, W)`` in [-1, 1] → CLIP input ``(B, 3, 224, 224)``, as the pipeline makes it
     from a PIL image (antialiased resize in [-1, 1], then CLIP mean/std normalisation)."""
-    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
-        _resize_with_antialiasing,
-    )
+    # not at the top: the pipeline's module warns about torchvision when imported (see models.svd_pipeline)
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
     x = _resize_with_antialiasing(image.float(), (224, 224))
     x = (x + 1.0) / 2.0

@@ -42,8 +42,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
+import scenedetect
 from PIL import Image
+from scenedetect.detectors import ContentDetector
 from tqdm.auto import tqdm
 
 from .conditioning import DEFAULT_FPS, clip_motion_bucket
@@ -89,8 +93,6 @@ def find_videos(raws: list[str | Path]) -> list[Path]:
 def detect_scenes(path: Path, total: int, threshold: float = 27.0) -> list[tuple[int, int]]:
     """``[(start, end), ...)`` source frame ranges between cuts (PySceneDetect ``ContentDetector``);
     one range over the whole video when there is no cut."""
-    import scenedetect
-    from scenedetect.detectors import ContentDetector
 
     found = scenedetect.detect(str(path), ContentDetector(threshold=threshold), show_progress=False)
     return [(a.frame_num, b.frame_num) for a, b in found] or [(0, total)]
@@ -106,7 +108,6 @@ def source_fps_and_stride(source_fps: float | None, fps: float) -> tuple[float, 
 def _clip_windows(path: Path, scenes: list[tuple[int, int]], stride: int, num_frames: int, size: tuple[int, int],
                   max_per_scene: int):
     """Yield ``(scene index, first source frame, uint8 (F, H, W, 3))`` clips, decoding frame by frame."""
-    import av
 
     box = None
     with av.open(str(path)) as c:
@@ -246,7 +247,6 @@ def clip_quality(e: ClipEntry, num_frames: int = 16) -> dict:
     """Quality scores of one entry's first ``num_frames`` frames: ``motion`` (mean optical-flow
     px/frame), ``flicker`` (:func:`i2v_helpers.metrics.warp_error`) and ``sharpness``
     (variance of the Laplacian, mean over frames)."""
-    import cv2
 
     clip = read_video(e.video)[0][:num_frames]
     sharp = float(np.mean([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for f in clip]))

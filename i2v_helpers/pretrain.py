@@ -43,6 +43,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from transformers import CLIPVisionModelWithProjection
 
 from . import synth
 from .bench import unet_throughput
@@ -65,6 +67,7 @@ from .objective import (
     sample_noise_aug,
     training_loss,
 )
+from .probe import learning_curve_probe, probe_items
 
 PHASES = ("vae", "unet", "decoder")
 FOOTAGE = ("bikes", "bigbuckbunny")
@@ -278,8 +281,6 @@ def load_phase_state(work: Path, phase: str) -> dict | None:
 
 def _load_models(folder: Path, names) -> dict:
     """fp32 models ``names`` (``vae``, ``unet``, ``image_encoder``) from ``folder/name/`` (safetensors)."""
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionModelWithProjection
 
     cls = {"vae": AutoencoderKLTemporalDecoder, "unet": UNetSpatioTemporalConditionModel,
            "image_encoder": CLIPVisionModelWithProjection}
@@ -521,7 +522,7 @@ def cache_unet_inputs(vae, corpus: dict, work: Path, draws: int, seed: int, log=
 
 def _probe_pipe(pipe):
     """A pipeline sharing the phase's models, for the probe (eval mode inside, train mode after)."""
-    from diffusers import StableVideoDiffusionPipeline
+    from diffusers import StableVideoDiffusionPipeline  # not at the top: see models.svd_pipeline
 
     probe_pipe = StableVideoDiffusionPipeline(vae=pipe.vae, image_encoder=pipe.image_encoder, unet=pipe.unet,
                                               scheduler=pipe.scheduler, feature_extractor=pipe.feature_extractor)
@@ -532,7 +533,6 @@ def _probe_pipe(pipe):
 def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     """Phase 2: cache the corpus' latents through the trained VAE, train UNet + CLIP tower;
     every ``probe_minutes`` the learning-curve probe (:mod:`i2v_helpers.probe`) goes to ``curve.csv``."""
-    from .probe import learning_curve_probe, probe_items
 
     work, dev = Path(cfg.work_dir), _device(cfg)
     mc = TINY_PRESETS[cfg.model]

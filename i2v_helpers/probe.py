@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 import torch
+from diffusers import EulerDiscreteScheduler
 
 from .data import parse_manifest, prepare_clip
 from .frames import to_model_range, to_uint8
@@ -46,7 +47,6 @@ def probe_items(manifest="data_samples/general/val.jsonl", n: int = 8, num_frame
 
 def karras_ladder(pipe, steps: int = 25) -> torch.Tensor:
     """The sampler's σ levels for ``steps`` steps, high to low, ending in 0 (``(steps + 1,)``)."""
-    from diffusers import EulerDiscreteScheduler
 
     sched = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     sched.set_timesteps(steps)

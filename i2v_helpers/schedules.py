@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 
 from .frames import to_model_range, to_uint8
 
@@ -30,7 +31,6 @@ def ddpm_alphas_cumprod(schedule: str = "scaled-linear", num_train_timesteps: in
     """alpha-bar_t ``(T,)`` for ``linear`` (the DDPM paper: beta 1e-4..0.02), ``scaled-linear``
     (Stable Diffusion / SVD's betas, 0.00085..0.012) or ``cosine`` (Nichol & Dhariwal); other
     betas with ``beta_start`` / ``beta_end``."""
-    from diffusers import DDPMScheduler
 
     if schedule not in DDPM_SCHEDULES:
         raise ValueError(f"schedule must be one of {list(DDPM_SCHEDULES)}, got {schedule!r}")

