@@ -37,6 +37,37 @@ def side_by_side(*clips: np.ndarray, gap: int = 2) -> np.ndarray:
     return np.concatenate([x for c in clips for x in (c, sep)][:-1], axis=2)
 
 
+def frame_strips(rows: dict[str, np.ndarray], frames=(0, 3, 6, 9, 12, 15), size: float = 1.3,
+                 title: str | None = None):
+    """Labelled frame strips: one row per clip (``{label: uint8 (F, H, W, 3)}``, e.g. real | model), the
+    chosen frame numbers on top, each frame drawn ``size`` inches wide with nearest-neighbour pixels (a 64 px
+    frame stays sharp). A frame number past a clip's end leaves that cell empty. Returns the matplotlib figure.
+    The one picture the notebooks use wherever the text talks about frames."""
+    import matplotlib.pyplot as plt
+
+    frames = list(frames)
+    fig, axes = plt.subplots(len(rows), len(frames), squeeze=False,
+                             figsize=(size * len(frames) + 1.2, size * len(rows) + (0.5 if title else 0.25)))
+    for r, (label, clip) in enumerate(rows.items()):
+        for c, f in enumerate(frames):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if f < len(clip):
+                ax.imshow(clip[f], interpolation="nearest")
+            if r == 0:
+                ax.set_title(f"frame {f}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
+    top = 1.0
+    if title:
+        fig.suptitle(title, fontsize=10)
+        top = 1 - 0.3 / fig.get_figheight()  # room for the title above the frame numbers
+    fig.tight_layout(pad=0.3, w_pad=0.1, h_pad=0.2, rect=(0, 0, 1, top))
+    return fig
+
+
 def setup_mediapy():
     """Let ``mediapy.show_video`` work without a system ffmpeg: point it at the binary that
     the ``imageio-ffmpeg`` package (in the ``course`` extra) ships. Returns the ffmpeg path."""
