@@ -334,25 +334,20 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
     first_probe = done0 if cfg.probe_at_start else done0 + probe_minutes * 60
     next_probe = state.get("next_probe_s", first_probe) if probe_minutes else math.inf
     stop_s = cfg.stop_after_minutes * 60 if cfg.stop_after_minutes else math.inf
-
-    def probe_now(elapsed: float) -> bool:
-        """One probe, its metrics to curve.csv; True if it says stop. Its time is not training time."""
-        nonlocal t0, next_probe
-        tp = time.time()
-        metrics = probe(dict(state, seconds=elapsed))
-        stop = metrics.pop("stop", False)
-        append_curve(work, phase, dict(state, seconds=elapsed), metrics)
-        log(f"[{phase}] probe at step {state['steps']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        next_probe = elapsed + probe_minutes * 60
-        state.update(next_probe_s=next_probe, last_probe_step=state["steps"])
-        t0 += time.time() - tp
-        return stop
-
     while (elapsed := done0 + time.time() - t0) < min(budget, stop_s):
-        if probe is not None and elapsed >= next_probe and probe_now(elapsed):
-            state["done"] = True
-            log(f"[{phase}] target reached at step {state['steps']}: phase done")
-            break
+        if probe is not None and elapsed >= next_probe:
+            tp = time.time()
+            metrics = probe(dict(state, seconds=elapsed))
+            stop = metrics.pop("stop", False)
+            append_curve(work, phase, dict(state, seconds=elapsed), metrics)
+            log(f"[{phase}] probe at step {state['steps']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            next_probe = elapsed + probe_minutes * 60
+            state["next_probe_s"] = next_probe
+            t0 += time.time() - tp  # probe time is not training time
+            if stop:
+                state["done"] = True
+                log(f"[{phase}] target reached at step {state['steps']}: phase done")
+                break
         for g in opt.param_groups:
             g["lr"] = (wsd_lr_at(lr, elapsed, budget, decay_minutes * 60, floor) if decay_minutes
                        else lr_at(lr, elapsed / budget, floor))
@@ -370,16 +365,10 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             save_phase(work, phase, models, opt, dict(state, seconds=done0 + time.time() - t0))
             last_ckpt = time.time()
-    probed_here = state.get("last_probe_step") == state["steps"]
-    if probe is not None and probe_minutes and not state.get("done") and not probed_here:
-        # every run ends on a probe, so a run stopped by its time limit (an ablation arm) is scored at its end
-        if probe_now(done0 + time.time() - t0):
-            state["done"] = True
     run_s = time.time() - t0
-    state.update(seconds=done0 + run_s, minutes=minutes, lr=lr)
-    if hist:  # a resumed run that had no time left keeps the last run's figures
-        state.update(final_loss=torch.stack(hist[-100:]).mean().item(),
-                     samples_per_s=round(len(hist) * samples_per_step / max(run_s, 1e-9), 1))
+    final_loss = torch.stack(hist[-100:]).mean().item() if hist else None
+    state.update(seconds=done0 + run_s, minutes=minutes, final_loss=final_loss,
+                 samples_per_s=round(len(hist) * samples_per_step / max(run_s, 1e-9), 1), lr=lr)
     save_phase(work, phase, models, opt, state)
     return state
 
