@@ -127,6 +127,13 @@ def set_active_adapter(unet, adapter_name: str):
         m.set_adapter(adapter_name)
 
 
+def set_lora_scale(unet, scale: float, adapter_name: str = "default"):
+    """Scale the adapter's update ``(alpha / r) · B A`` by ``scale`` in every LoRA layer (0: the base model,
+    1: the adapter as trained, above 1: pushed further). Sets, does not multiply: calling it twice is safe."""
+    for _, m in _lora_layers(unet):
+        m.set_scale(adapter_name, scale)
+
+
 def merge_lora(unet, adapter_names: list[str] | None = None):
     """Fold the adapters into the base weights (outputs unchanged, no extra cost per step)."""
     for _, m in _lora_layers(unet):

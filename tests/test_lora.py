@@ -13,6 +13,7 @@ from i2v_helpers.lora import (
     merge_lora,
     save_lora,
     set_active_adapter,
+    set_lora_scale,
     trainable_report,
     unload_lora,
     unmerge_lora,
@@ -91,3 +92,20 @@ def test_merge_unmerge_unload_and_switch(unet):
     assert not any("lora_" in n for n, _ in unet.named_parameters())
     assert torch.allclose(_run(unet, inputs), out_a, atol=1e-5)
     assert (out_a - base_out).abs().max() > 1e-4
+
+
+def test_lora_scale_goes_from_the_base_model_to_the_adapter_and_beyond(unet):
+    """Scale 0 is the base model, 1 the adapter as trained; setting 2 twice is 2, not 4."""
+    inputs = _inputs(unet)
+    base_out = _run(unet, inputs)
+    add_lora(unet, lora_config(unet, rank=4))
+    _nonzero_lora(unet)
+    full = _run(unet, inputs)
+    set_lora_scale(unet, 0.0)
+    assert torch.allclose(_run(unet, inputs), base_out, atol=1e-6)
+    set_lora_scale(unet, 2.0)
+    doubled = _run(unet, inputs)
+    set_lora_scale(unet, 2.0)
+    assert torch.allclose(_run(unet, inputs), doubled, atol=1e-6) and (doubled - full).abs().max() > 1e-4
+    set_lora_scale(unet, 1.0)
+    assert torch.allclose(_run(unet, inputs), full, atol=1e-6)
