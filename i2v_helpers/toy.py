@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .objective import edm_preconditioning
+from .objective import edm_loss_weight, edm_preconditioning
 
 # colour (RGB in [-1, 1]) → velocity (dy, dx) in px/frame
 DIRECTIONS = {
@@ -66,14 +66,20 @@ class _Block(nn.Module):
 
 class DotDenoiser(nn.Module):
     """``F(c_in·x, c_noise, first frame)``: the raw network of an EDM denoiser for ``(B, F, 3, H, W)`` clips.
+    A small U-Net over the frames stacked on channels: a block at 16×16, ``depth`` blocks at 8×8 (where a
+    3×3 kernel spans 6 px of the frame: the dot travels 7), a block at 16×16 after the skip connection.
     The output layer starts at zero, so before training ``D(x) = c_skip·x`` (the noisy input, shrunk)."""
 
-    def __init__(self, frames: int = 8, width: int = 64, depth: int = 4):
+    def __init__(self, frames: int = 8, width: int = 64, depth: int = 3):
         super().__init__()
         self.frames, self.width = frames, width
         self.inp = nn.Conv2d(3 * frames + 3, width, 3, padding=1)
         self.noise_mlp = nn.Sequential(nn.Linear(32, width), nn.SiLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(_Block(width) for _ in range(depth))
+        self.hi_in = _Block(width)
+        self.down = nn.Conv2d(width, width, 3, stride=2, padding=1)
+        self.mid = nn.ModuleList(_Block(width) for _ in range(depth))
+        self.up = nn.Conv2d(width, width, 3, padding=1)
+        self.hi_out = _Block(width)
         self.out = nn.Conv2d(width, 3 * frames, 3, padding=1)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 
@@ -81,9 +87,11 @@ class DotDenoiser(nn.Module):
         b, f = x_in.shape[:2]
         freqs = torch.exp(torch.linspace(0, math.log(100), 16, device=x_in.device))
         emb = self.noise_mlp(torch.cat([(c_noise[:, None] * freqs).sin(), (c_noise[:, None] * freqs).cos()], 1))
-        h = self.inp(torch.cat([x_in.flatten(1, 2), first], dim=1))         # frames stacked on channels
-        for block in self.blocks:
+        hi = self.hi_in(self.inp(torch.cat([x_in.flatten(1, 2), first], dim=1)), emb)   # frames on channels
+        h = self.down(hi)
+        for block in self.mid:
             h = block(h, emb)
+        h = self.hi_out(hi + self.up(nn.functional.interpolate(h, scale_factor=2.0, mode="nearest")), emb)
         return self.out(nn.functional.silu(h)).view(b, f, 3, *x_in.shape[-2:])
 
 
@@ -91,6 +99,13 @@ def denoise(model, x, sigma, first):
     """EDM's ``D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise)``, SVD's preconditioning; ``sigma`` ``(B,)``."""
     c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1, 1) for c in edm_preconditioning(sigma))
     return c_skip * x + c_out * model(c_in * x, c_noise.flatten(), first)
+
+
+def loss(model, x0, first, sigma, noise):
+    """SVD's objective on toy clips: ``x = x0 + σ·noise``, then ``(σ² + 1) / σ² · |D(x; σ) − x0|²``, mean over
+    the batch. ``x0``, ``noise`` ``(B, F, 3, H, W)``; ``first`` ``(B, 3, H, W)``; ``sigma`` ``(B,)``."""
+    d = denoise(model, x0 + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, first)
+    return (edm_loss_weight(sigma) * ((d - x0) ** 2).mean(dim=(1, 2, 3, 4))).mean()
 
 
 def karras_sigmas(steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0):
@@ -114,16 +129,17 @@ def sample(model, first, frames: int = 8, steps: int = 20, sigma_max: float = 80
     return x
 
 
-def dot_tracks(clips, threshold: float = 0.0):
+def dot_tracks(clips, threshold: float = 0.0, max_pixels: int = 24):
     """The dot's centre (y, x) in each frame ``(B, F, 2)``: the centroid of the pixels whose brightest
-    channel is above ``threshold`` (the background is -1); NaN where no pixel is."""
+    channel is above ``threshold`` (the background is -1). NaN where there is no dot: no such pixel, or
+    more than ``max_pixels`` of them (a dot covers about 9; noise or a smear over the frame is not a dot)."""
     ink = (clips.amax(dim=2) > threshold).float()                           # (B, F, H, W)
-    size = clips.shape[-1]
     ys = torch.arange(clips.shape[-2], dtype=torch.float).view(-1, 1)
-    xs = torch.arange(size, dtype=torch.float).view(1, -1)
+    xs = torch.arange(clips.shape[-1], dtype=torch.float).view(1, -1)
     mass = ink.sum((-2, -1))
-    centre = torch.stack([(ink * ys).sum((-2, -1)), (ink * xs).sum((-2, -1))], -1) / mass[..., None]
-    return torch.where(mass[..., None] > 0, centre, torch.full_like(centre, float("nan")))
+    centre = torch.stack([(ink * ys).sum((-2, -1)), (ink * xs).sum((-2, -1))], -1) / mass.clamp(min=1)[..., None]
+    found = (mass > 0) & (mass <= max_pixels)
+    return torch.where(found[..., None], centre, torch.full_like(centre, float("nan")))
 
 
 def track_error(clips, truth_clips) -> dict:

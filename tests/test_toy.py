@@ -5,7 +5,7 @@ import math
 import torch
 
 from i2v_helpers.objective import edm_preconditioning
-from i2v_helpers.toy import DIRECTIONS, DotDenoiser, denoise, dot_tracks, moving_dots, sample, track_error
+from i2v_helpers.toy import DIRECTIONS, DotDenoiser, denoise, dot_tracks, loss, moving_dots, sample, track_error
 
 
 def test_each_dot_moves_the_way_its_colour_says_and_stays_whole():
@@ -41,3 +41,19 @@ def test_repeating_the_first_frame_misses_by_the_distance_travelled():
     speed = truth["velocity"].norm(dim=1).mean().item()  # 1 or √2 px/frame
     assert frozen["found"] == 1.0 and math.isclose(frozen["err_px"], speed * 4, rel_tol=0.1)  # mean of 1..7 frames
     assert track_error(clips, clips) == {"err_px": 0.0, "found": 1.0}
+
+
+def test_a_network_that_outputs_the_v_target_has_zero_loss_and_one_that_does_not_has_more():
+    """The oracle reads σ back from c_noise = ¼ ln σ and x from c_in·x, and answers (x0 − c_skip·x) / c_out:
+    the preconditioning in ``denoise`` and ``loss`` must be the one it inverts."""
+    g = torch.Generator().manual_seed(3)
+    x0, _ = moving_dots(4, generator=g)
+    sigma, noise = torch.tensor([0.05, 0.7, 5.0, 80.0]), torch.randn(x0.shape, generator=g)
+
+    def oracle(x_in, c_noise, first):
+        s = (4 * c_noise).exp()
+        c_skip, c_out, c_in, _ = (c.view(-1, 1, 1, 1, 1) for c in edm_preconditioning(s))
+        return (x0 - c_skip * (x_in / c_in)) / c_out
+
+    assert loss(oracle, x0, x0[:, 0], sigma, noise).item() < 1e-8
+    assert loss(DotDenoiser(), x0, x0[:, 0], sigma, noise).item() > 0.1
