@@ -3,11 +3,11 @@
 * **Data** (:func:`moving_dots`): clips ``(B, F, 3, 16, 16)`` in [-1, 1], one coloured dot on black. Its
   colour decides where it goes (:data:`DIRECTIONS`), so the first frame predicts the whole clip, as in
   the course's sample sets.
-* **Network** (:class:`DotDenoiser`): the frames stacked on channels, a few residual 3×3 conv blocks at
-  full resolution (no temporal layers: 8 frames of 16×16 do not need them). It is conditioned the way SVD
+* **Network** (:class:`DotDenoiser`): the frames stacked on channels, a small U-Net of residual 3×3 conv
+  blocks at 16×16 and 8×8 (no temporal layers: 8 frames of 16×16 do not need them). It is conditioned the way SVD
   is: the first frame concatenated on channels, the noise level ``c_noise`` as a learned embedding.
 * **Objective and sampler**: SVD's own EDM preconditioning and loss weight (:mod:`~i2v_helpers.objective`),
-  and an Euler sampler down a Karras ladder (:func:`sample`).
+  and an Euler sampler down the Karras ladder of :func:`~i2v_helpers.schedules.karras_sigmas` (:func:`sample`).
 * **Score** (:func:`dot_tracks`, :func:`track_error`): where the dot is in each frame, against the truth.
 
 Introduced in notebook 02 (a model trained from nothing, by hand).
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .objective import edm_loss_weight, edm_preconditioning
+from .schedules import karras_sigmas
 
 # colour (RGB in [-1, 1]) → velocity (dy, dx) in px/frame
 DIRECTIONS = {
@@ -72,7 +73,6 @@ class DotDenoiser(nn.Module):
 
     def __init__(self, frames: int = 8, width: int = 64, depth: int = 3):
         super().__init__()
-        self.frames, self.width = frames, width
         self.inp = nn.Conv2d(3 * frames + 3, width, 3, padding=1)
         self.noise_mlp = nn.Sequential(nn.Linear(32, width), nn.SiLU(), nn.Linear(width, width))
         self.hi_in = _Block(width)
@@ -108,20 +108,13 @@ def loss(model, x0, first, sigma, noise):
     return (edm_loss_weight(sigma) * ((d - x0) ** 2).mean(dim=(1, 2, 3, 4))).mean()
 
 
-def karras_sigmas(steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0):
-    """Karras et al.'s ladder, high to low, then 0: ``(steps + 1,)``."""
-    r = torch.linspace(0, 1, steps)
-    s = (sigma_max ** (1 / rho) + r * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([s, torch.zeros(1)])
-
-
 @torch.no_grad()
 def sample(model, first, frames: int = 8, steps: int = 20, sigma_max: float = 80.0, generator=None, denoiser=None):
     """Clips ``(B, frames, 3, H, W)`` from the first frames ``(B, 3, H, W)``: Euler down :func:`karras_sigmas`,
     from noise of standard deviation √(σ_max² + 1). ``denoiser(x, sigma, first)`` defaults to :func:`denoise`
     with ``model``."""
     denoiser = denoiser or (lambda x, s, f: denoise(model, x, s, f))
-    sigmas = karras_sigmas(steps, sigma_max)
+    sigmas = torch.cat([torch.from_numpy(karras_sigmas(steps, sigma_max=sigma_max)).float(), torch.zeros(1)])
     x = torch.randn(len(first), frames, *first.shape[1:], generator=generator) * math.sqrt(sigma_max**2 + 1)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         d = denoiser(x, s.expand(len(x)), first)

@@ -102,7 +102,6 @@ _PROGRESS_JS = """
 const panel = window.jupyterapp.shell.currentWidget;
 if (!panel || !panel.content || !panel.sessionContext.session) return null;
 const cells = panel.content.widgets.filter(c => c.model.type === 'code');
-const errors = panel.node.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
 const tracebacks = [...panel.node.querySelectorAll('.jp-RenderedText')].filter(
     e => e.getAttribute('data-mime-type') === 'application/vnd.jupyter.error');
 if (tracebacks.length) return {error: tracebacks[0].innerText.slice(-1500)};
