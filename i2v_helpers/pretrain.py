@@ -89,6 +89,8 @@ class PretrainConfig:
     threads: int = 2
     checkpoint_minutes: float = 2.0
     probe_minutes: float = 20.0  # UNet phase: the learning-curve probe every this many training minutes (0: off)
+    probe_clips: int = 16  # held-out `general` clips with objects the probe scores (the 15-min arms used 8)
+    probe_seeds: int = 1  # seeds per probe clip (the SEs are over clips: seeds of one clip are averaged first)
     vae_probe_minutes: float = 5.0  # VAE phase: held-out PSNR every this many minutes (0: off)
     vae_target_db: float = 0.0  # end the VAE phase once held-out PSNR reaches this (0: run all its minutes)
     vae_minutes: float = 20.0
@@ -560,11 +562,11 @@ def run_unet_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
         return cached_unet_loss(pipe, unet, latents[idx, :frames], img_lats[idx, k], augs[idx, k], first[idx],
                                 fps[idx], bucket[idx], cfg, g)
 
-    items = probe_items() if cfg.probe_minutes else []
+    items = probe_items(n=cfg.probe_clips) if cfg.probe_minutes else []
 
     def probe(_state):
         pipe.unet.eval(), pipe.image_encoder.eval()
-        res = learning_curve_probe(_probe_pipe(pipe), items)
+        res = learning_curve_probe(_probe_pipe(pipe), items, seeds=tuple(range(cfg.probe_seeds)))
         pipe.unet.train(), pipe.image_encoder.train()
         return res
 

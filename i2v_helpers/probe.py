@@ -28,6 +28,7 @@ import torch
 from diffusers import EulerDiscreteScheduler
 
 from .data import parse_manifest, prepare_clip
+from .evaluation import paired_difference
 from .frames import to_model_range, to_uint8
 from .generation import generate
 from .metrics import motion_metrics, object_metrics
@@ -89,24 +90,29 @@ def sigma_probe(pipe, items: list[dict], sigmas=PROBE_SIGMAS, seed: int = 0, ste
     return out
 
 
-def learning_curve_probe(pipe, items: list[dict], seed: int = 0, steps: int = 25) -> dict:
+def learning_curve_probe(pipe, items: list[dict], seeds=(0,), steps: int = 25) -> dict:
     """The build's probe, a flat ``{metric: value}``: generation from each item's first frame
     (guidance 1→3, the pipeline as users call it) scored for ``object_kept``, ``object_err_px``
-    and ``flow_epe`` next to repeat-the-first-frame (``base_*``), and the σ_start probe at
-    :data:`PROBE_SIGMAS` (``err@σ`` and ``kept@σ``)."""
+    and ``flow_epe`` next to repeat-the-first-frame (``base_*``); the paired difference
+    generated − repeat-the-first-frame with its standard error over clips (``d_*``, ``se_d_*``:
+    :func:`i2v_helpers.evaluation.paired_difference`, seeds averaged per clip first); and the
+    σ_start probe at :data:`PROBE_SIGMAS` (``err@σ`` and ``kept@σ``, first seed). ``clips`` and
+    ``seeds`` record the probe's size."""
     gen_rows, base_rows = [], []
-    for it in items:
-        gen = generate(pipe, it["image"], num_frames=len(it["video"]), steps=steps, fps=it["fps"],
-                       motion_bucket_id=it["motion_bucket_id"], seed=seed)
+    for i, it in enumerate(items):
         still = np.repeat(it["image"][None], len(it["video"]), axis=0)
-        for clip, rows in ((gen, gen_rows), (still, base_rows)):
-            rows.append({**object_metrics(clip, it["objects"]),
-                         "flow_epe": motion_metrics(clip, it["video"], it["image"])["flow_epe"]})
-    out = {}
+        for seed in seeds:
+            gen = generate(pipe, it["image"], num_frames=len(it["video"]), steps=steps, fps=it["fps"],
+                           motion_bucket_id=it["motion_bucket_id"], seed=seed)
+            for clip, rows in ((gen, gen_rows), (still, base_rows)):
+                rows.append({"clip": i, "seed": seed, **object_metrics(clip, it["objects"]),
+                             "flow_epe": motion_metrics(clip, it["video"], it["image"])["flow_epe"]})
+    out = {"clips": float(len(items)), "seeds": float(len(seeds))}
     for k in ("object_kept", "object_err_px", "flow_epe"):
         out[k] = float(np.nanmean([r[k] for r in gen_rows]))
         out[f"base_{k}"] = float(np.nanmean([r[k] for r in base_rows]))
-    for s, m in sigma_probe(pipe, items, seed=seed, steps=steps).items():
+        out[f"d_{k}"], out[f"se_d_{k}"], _ = paired_difference({"rows": base_rows}, {"rows": gen_rows}, k)
+    for s, m in sigma_probe(pipe, items, seed=seeds[0], steps=steps).items():
         label = f"{s:g}"
         out[f"err@{label}"], out[f"kept@{label}"] = m["object_err_px"], m["object_kept"]
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

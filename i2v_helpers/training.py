@@ -13,8 +13,9 @@ What it does, top to bottom (:func:`setup_run`, then :func:`train`):
    (:mod:`i2v_helpers.encoded`; in memory or on disk);
 4. optimise SVD's EDM objective (:mod:`i2v_helpers.objective`) with AdamW (or 8-bit
    AdamW), warmup + schedule, clipping, accumulation, mixed precision, optional EMA;
-5. every ``val_every`` steps: validation loss on a held-out manifest (fixed noise) and
-   validation videos from chosen images; every ``checkpoint_every`` steps: an atomic
+5. before the first step, validation loss on a held-out manifest (fixed noise); every
+   ``val_every`` steps, that loss and validation videos from chosen images; every
+   ``checkpoint_every`` steps: an atomic
    checkpoint with exact resume state (:mod:`i2v_helpers.checkpoints`);
 6. write the result: ``adapter/`` (peft format) + ``merged/`` for LoRA, ``pipeline/``
    for full fine-tuning, ``adapters/`` for adapter layers.
@@ -231,7 +232,11 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
     acc = run.acc
     bar = tqdm(total=cfg.max_steps, initial=run.step, desc=f"{cfg.technique} {run.out.name}",
                disable=not acc.is_main_process)
-    t0, losses, last_val = time.time(), [], None
+    t0, losses, last_val, start_val = time.time(), [], None, None
+    if run.step == 0 and run.val_encoded is not None and cfg.val_every:
+        # the starting model's validation loss, so the curve starts at its level (no videos: the
+        # starting model samples the same with or without this run)
+        start_val = last_val = validate(run, callbacks, videos=False)
     run.unet.train()
     while run.step < cfg.max_steps:
         first_micro = run.step * cfg.grad_accum
@@ -258,7 +263,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks=(), log=print) -> di
                                 cfg.keep_checkpoints, acc.scaler)
     bar.close()
     acc.wait_for_everyone()
-    return finish_run(run, losses, last_val, time.time() - t0)
+    return finish_run(run, losses, last_val, time.time() - t0, start_val)
 
 
 def micro_step(run: Run, micro: int) -> float:
@@ -300,7 +305,7 @@ def check_weights_finite(run: Run) -> None:
         raise _diverged("the weights are not finite (non-finite gradients)", run.step + 1, run.out, run.cfg)
 
 
-def validate(run: Run, callbacks=()) -> float:
+def validate(run: Run, callbacks=(), videos: bool = True) -> float:
     """Validation loss (logged, sent to callbacks) and, on the main process, validation videos."""
     acc = run.acc
     run.unet.eval()
@@ -309,7 +314,7 @@ def validate(run: Run, callbacks=()) -> float:
     acc.log({"val/loss": val}, step=run.step)
     for cb in callbacks:
         cb("val", {"step": run.step, "val_loss": val})
-    if run.cfg.val_images and acc.is_main_process:
+    if videos and run.cfg.val_images and acc.is_main_process:
         validation_videos(run.pipe, acc.unwrap_model(run.unet), run.cfg, run.out, run.step, acc, callbacks)
     return val
 
@@ -336,13 +341,15 @@ def validation_videos(pipe, unet, cfg: TrainConfig, out: Path, step: int, acc, c
     unet.train()
 
 
-def finish_run(run: Run, losses: list[float], last_val: float | None, seconds: float) -> dict:
-    """The summary dict; on the main process the EMA weights are copied in and the result is saved."""
+def finish_run(run: Run, losses: list[float], last_val: float | None, seconds: float,
+               start_val: float | None = None) -> dict:
+    """The summary dict; on the main process the EMA weights are copied in and the result is saved.
+    ``val_loss_start``: the validation loss before the first step (None on a resumed run)."""
     cfg, acc = run.cfg, run.acc
     history = [float(np.mean(losses[i:i + cfg.grad_accum])) for i in range(0, len(losses), cfg.grad_accum)]
     result = {"steps": run.step, "seconds": round(seconds, 1),
               "final_loss": float(np.mean(losses[-10:])) if losses else None, "loss_history": history,
-              "val_loss": last_val, "trainable": run.report["trainable"],
+              "val_loss_start": start_val, "val_loss": last_val, "trainable": run.report["trainable"],
               "share_percent": run.report["share_percent"],
               "samples_per_s": round(len(losses) * cfg.batch_size * acc.num_processes / max(seconds, 1e-9), 3)
               if losses else None}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from i2v_helpers import probe
 from i2v_helpers.models import TinySVDConfig, build_tiny_pipeline, vae_reconstruct
 from i2v_helpers.objective import (
     ObjectiveConfig,
@@ -24,7 +25,7 @@ from i2v_helpers.pretrain import (
     unet_phase_loss,
     wsd_lr_at,
 )
-from i2v_helpers.probe import denoise_from, karras_ladder, probe_items
+from i2v_helpers.probe import denoise_from, karras_ladder, learning_curve_probe, probe_items
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,22 @@ def test_probe_items_carry_objects():
     items = probe_items(n=3)
     assert len(items) == 3 and all(it["objects"] for it in items)
     assert items[0]["video"].shape == (16, 64, 64, 3)
+
+
+def test_curve_probe_pairs_generation_with_repeat_the_first_frame(pipe4, monkeypatch):
+    """A "model" that returns the frozen first frame ties the baseline exactly (difference 0, SE 0);
+    one that returns the true clip beats it by the baseline's whole error, clip by clip."""
+    items = probe_items(n=8)  # 16 frames: the probe's own clips, where the ball has moved
+    truth = {id(it["image"]): it["video"] for it in items}
+    monkeypatch.setattr(probe, "sigma_probe", lambda *a, **k: {})  # only the generation half here
+    monkeypatch.setattr(probe, "generate", lambda pipe, image, num_frames, **k: np.repeat(image[None], num_frames, 0))
+    still = learning_curve_probe(pipe4, items, seeds=(0, 1))
+    assert still["d_object_err_px"] == 0 and still["se_d_object_err_px"] == 0 and still["d_flow_epe"] == 0
+    monkeypatch.setattr(probe, "generate", lambda pipe, image, **k: truth[id(image)])
+    real = learning_curve_probe(pipe4, items)
+    assert real["object_kept"] == 1 and real["flow_epe"] < 1e-6
+    assert real["d_object_err_px"] == pytest.approx(real["object_err_px"] - real["base_object_err_px"])
+    assert real["d_object_err_px"] < -2 * real["se_d_object_err_px"] < 0
 
 
 def test_min_snr_on_clean_error_is_the_papers_v_weight():

@@ -71,11 +71,15 @@ def test_config_allowed_values_are_exact():
 def test_lora_run_trains_only_the_adapter_and_writes_the_layout(base, tmp_path):
     out = tmp_path / "lora"
     events = []
-    res = train(_cfg(base, out, technique="lora", lora_rank=4), callbacks=[lambda e, i: events.append(e)],
+    res = train(_cfg(base, out, technique="lora", lora_rank=4), callbacks=[lambda e, i: events.append((e, i))],
                 log=lambda *a: None)
     assert res["steps"] == 4 and np.isfinite(res["final_loss"]) and res["val_loss"] is not None
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "merged" / "model_index.json").is_file()
-    assert events.count("step") == 4 and events.count("val") == 2
+    kinds = [e for e, _ in events]
+    assert kinds.count("step") == 4 and kinds.count("val") == 3  # before the first step, then steps 2 and 4
+    # the curve starts at the starting model's level: validated before any step, with no video
+    assert kinds[0] == "val" and events[0][1] == {"step": 0, "val_loss": res["val_loss_start"]}
+    assert not any(e == "video" and i["step"] == 0 for e, i in events)
     # the merged UNet differs from the base only in attention projections
     before = load_file(base / "unet" / "diffusion_pytorch_model.safetensors")
     after = load_file(out / "merged" / "unet" / "diffusion_pytorch_model.safetensors")
