@@ -272,6 +272,37 @@ def save_phase(work: Path, phase: str, models: dict, opt, state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def keep_phase(work: Path, phase: str, dest: Path, half: tuple[str, ...] = ()) -> Path:
+    """A copy of ``work/phase/`` that a fresh machine resumes from (:func:`restore_phase`): its models
+    (safetensors; those named in ``half`` stored in fp16, read back as fp32) and ``state.json``, without
+    the optimizer state. Written atomically to ``dest/phase/``. The CPU build commits it at the end of
+    each session (``benchmarks/v2_cpu_build.sh keep``), since a session's work folder may not survive."""
+    if load_phase_state(work, phase) is None:
+        raise FileNotFoundError(f"{work / phase} has no checkpoint to keep (run the phase first)")
+    tmp, final = dest / f".{phase}.tmp", dest / phase
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in sorted(p for p in (work / phase).iterdir() if (p / "config.json").is_file()):
+        model = _load_models(work / phase, [folder.name])[folder.name]
+        model.to(torch.float16 if folder.name in half else torch.float32)
+        model.save_pretrained(tmp / folder.name, safe_serialization=True)
+    shutil.copy(work / phase / "state.json", tmp / "state.json")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def restore_phase(kept: Path, work: Path, phase: str) -> bool:
+    """Seed ``work/phase/`` from a :func:`keep_phase` copy when the work folder has no checkpoint of
+    that phase; the phase then resumes from it with a fresh optimizer (re-warmed, see
+    :func:`_train_loop`). Returns whether it restored."""
+    if load_phase_state(work, phase) is not None or not (kept / phase / "state.json").is_file():
+        return False
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(kept / phase, work / f".{phase}.tmp", dirs_exist_ok=True)
+    (work / f".{phase}.tmp").rename(work / phase)
+    return True
+
+
 def load_phase_state(work: Path, phase: str) -> dict | None:
     """The phase's ``state.json`` (``None`` before its first checkpoint)."""
     old = work / f".{phase}.old"
@@ -328,9 +359,12 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2 if phase == "unet" else 0.0,
                             fused=params[0].is_cuda or None)  # one kernel per step on CUDA
     state = load_phase_state(work, phase) or {"steps": 0, "seconds": 0.0}
-    if state["steps"]:
+    if state["steps"] and (work / phase / "optimizer.pt").is_file():
         opt.load_state_dict(torch.load(work / phase / "optimizer.pt", weights_only=True))
         log(f"[{phase}] resuming at step {state['steps']} ({state['seconds']:.0f}s of {minutes * 60:.0f}s)")
+    elif state["steps"]:  # restored from a kept copy (restore_phase): Adam's moments start again at 0
+        state["rewarm_from_s"] = state["seconds"]
+        log(f"[{phase}] resuming at step {state['steps']} from weights only: fresh optimizer, lr re-warmed over 60 s")
     budget, hist = minutes * 60, []
     t0, last_ckpt, done0 = time.time(), time.time(), state["seconds"]
     first_probe = done0 if cfg.probe_at_start else done0 + probe_minutes * 60
@@ -350,9 +384,10 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
                 state["done"] = True
                 log(f"[{phase}] target reached at step {state['steps']}: phase done")
                 break
+        rewarm = min(1.0, (elapsed - state.get("rewarm_from_s", -math.inf)) / 60)
         for g in opt.param_groups:
-            g["lr"] = (wsd_lr_at(lr, elapsed, budget, decay_minutes * 60, floor) if decay_minutes
-                       else lr_at(lr, elapsed / budget, floor))
+            g["lr"] = rewarm * (wsd_lr_at(lr, elapsed, budget, decay_minutes * 60, floor) if decay_minutes
+                                else lr_at(lr, elapsed / budget, floor))
         loss = step_fn(state["steps"], elapsed / budget)
         opt.zero_grad(set_to_none=True)
         loss.backward()

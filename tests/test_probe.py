@@ -156,3 +156,32 @@ def test_vae_phase_stops_at_its_psnr_target_and_logs_the_curve(tmp_path):
     state = json.loads((tmp_path / "vae" / "state.json").read_text())
     assert state["done"] and state["steps"] == 0
     assert run_phases(cfg, ("vae",), log=lambda *_: None) == {}
+
+
+@pytest.mark.slow
+def test_a_kept_phase_restores_on_a_fresh_machine_and_resumes_with_a_rewarmed_optimizer(tmp_path):
+    """keep_phase copies the weights (fp16 where asked) and state, not the optimizer; restore_phase seeds an
+    empty work folder with them, and the phase resumes there: same step count, lr back to 0 then re-warmed."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from i2v_helpers.pretrain import keep_phase, load_phase_state, restore_phase
+
+    cfg = PretrainConfig(work_dir=str(tmp_path / "a"), corpus_clips=4, vae_minutes=0.05, vae_probe_minutes=0,
+                         threads=1, vae_crop=16, vae_batch_clips=1, vae_frames=2)
+    run_phases(cfg, ("vae",), log=lambda *_: None)
+    kept = keep_phase(tmp_path / "a", "vae", tmp_path / "kept", half=("vae",))
+    assert sorted(p.name for p in kept.iterdir()) == ["state.json", "vae"]  # no optimizer.pt
+    trained = AutoencoderKLTemporalDecoder.from_pretrained(tmp_path / "a" / "vae" / "vae").state_dict()
+    back = AutoencoderKLTemporalDecoder.from_pretrained(kept / "vae").state_dict()
+    assert all(torch.equal(back[k], trained[k].half().float()) for k in trained)
+
+    fresh = tmp_path / "b"
+    assert restore_phase(tmp_path / "kept", fresh, "vae") and not restore_phase(tmp_path / "kept", fresh, "vae")
+    before = load_phase_state(fresh, "vae")
+    assert before["steps"] == load_phase_state(tmp_path / "a", "vae")["steps"] > 0
+    logs = []
+    cfg.work_dir, cfg.vae_minutes = str(fresh), 0.1
+    run_phases(cfg, ("vae",), log=logs.append)
+    assert any("from weights only: fresh optimizer" in m for m in logs)
+    after = load_phase_state(fresh, "vae")
+    assert after["steps"] > before["steps"] and after["rewarm_from_s"] == pytest.approx(before["seconds"])
