@@ -287,15 +287,23 @@ def paired_difference(a: dict, b: dict, metric: str) -> tuple[float, float, int]
     return float(means.mean()), se, len(means)
 
 
+def paired_differences(results: dict, pairs, metrics=MOTION_KEYS + OBJECT_KEYS) -> dict:
+    """``{"b - a": {metric: (mean, SE, clips)}}`` for each ``(a, b)`` in ``pairs`` (names of one
+    :func:`compare_models` result), by :func:`paired_difference`; a metric no clip has is left out.
+    What :func:`format_paired` prints and :func:`i2v_helpers.viz.paired_plot` draws."""
+    out = {}
+    for a, b in pairs:
+        diffs = {k: paired_difference(results[a], results[b], k) for k in metrics}
+        out[f"{b} - {a}"] = {k: v for k, v in diffs.items() if v[2] > 0}
+    return out
+
+
 def format_paired(results: dict, a: str, b: str, metrics=MOTION_KEYS + OBJECT_KEYS) -> str:
     """Lines ``b - a: metric mean ± paired SE`` for two models of one :func:`compare_models` result
     (:func:`paired_difference`: the clip is the unit); a difference beyond two standard errors is
     marked significant. A metric no clip has (object metrics on clips without objects) gets no line."""
     lines = []
-    for k in metrics:
-        d, se, n = paired_difference(results[a], results[b], k)
-        if n == 0:
-            continue
+    for k, (d, se, n) in paired_differences(results, [(a, b)], metrics)[f"{b} - {a}"].items():
         verdict = "significant" if n > 1 and abs(d) > 2 * se else "within noise"
         lines.append(f"  {b} - {a}: {k:<17}{d:+.3f} ± {se:.3f} (paired SE over {n} clips, seeds averaged: {verdict})")
     return "\n".join(lines)

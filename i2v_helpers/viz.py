@@ -68,6 +68,38 @@ def frame_strips(rows: dict[str, np.ndarray], frames=(0, 3, 6, 9, 12, 15), size:
     return fig
 
 
+def paired_plot(diffs: dict, title: str | None = None, width: float = 2.4):
+    """Paired differences with their error bars: one panel per metric, one row per comparison
+    (``{"b - a": {metric: (mean, SE, clips)}}``, :func:`i2v_helpers.evaluation.paired_differences`),
+    a dot at the mean difference and a bar of ± 2 SE, a line at 0. A bar clear of 0 is a difference
+    beyond two standard errors (the course's "significant"); the clip count is in each label.
+    Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(k for d in diffs.values() for k in d))
+    rows = list(diffs)
+    fig, axes = plt.subplots(1, len(metrics), squeeze=False, sharey=True,
+                             figsize=(width * len(metrics) + 1.5, 0.45 * len(rows) + 1.0))
+    for ax, k in zip(axes[0], metrics):
+        for y, name in enumerate(rows):
+            if k not in diffs[name]:
+                continue
+            d, se, n = diffs[name][k]
+            clear = n > 1 and abs(d) > 2 * se
+            ax.errorbar(d, y, xerr=2 * se if n > 1 else None, fmt="o", capsize=3,
+                        color="tab:red" if clear else "tab:gray")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(k, fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0, 0].set_yticks(range(len(rows)))
+    axes[0, 0].set_yticklabels([f"{r} ({max(v[2] for v in diffs[r].values()) if diffs[r] else 0} clips)"
+                                for r in rows], fontsize=8)
+    axes[0, 0].set_ylim(len(rows) - 0.5, -0.5)
+    fig.suptitle(title or "paired difference, ± 2 SE over clips (red: clear of 0)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def setup_mediapy():
     """Let ``mediapy.show_video`` work without a system ffmpeg: point it at the binary that
     the ``imageio-ffmpeg`` package (in the ``course`` extra) ships. Returns the ffmpeg path."""

@@ -32,3 +32,35 @@ def test_a_frame_past_a_clips_end_leaves_its_cell_empty():
     axes = np.array(fig.axes).reshape(2, 3)
     assert [len(a.get_images()) for a in axes[1]] == [1, 1, 0]
     plt.close(fig)
+
+
+def test_paired_plot_draws_each_comparisons_difference_with_two_se_bars():
+    """Model b is a's flow_epe minus 1 on every clip (± a little): a bar clear of 0, in red; c ties a on
+    average (differences of ±1 around 0): a grey bar crossing 0. The dot is paired_difference's mean."""
+    from i2v_helpers.evaluation import paired_difference, paired_differences
+    from i2v_helpers.viz import paired_plot
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1, 3, 8)
+
+    def result(values):
+        return {"rows": [{"clip": i, "seed": s, "flow_epe": v, "object_err_px": float("nan")}
+                         for i, v in enumerate(values) for s in (0, 1)]}
+
+    res = {"a": result(base), "b": result(base - 1 + 0.01 * rng.standard_normal(8)),
+           "c": result(base + np.tile([1.0, -1.0], 4))}
+    diffs = paired_differences(res, [("a", "b"), ("a", "c")], metrics=("flow_epe", "object_err_px"))
+    assert list(diffs) == ["b - a", "c - a"] and list(diffs["b - a"]) == ["flow_epe"]  # no clip has objects
+    fig = paired_plot(diffs)
+    (ax,) = fig.axes
+    assert ax.get_title() == "flow_epe" and [t.get_text() for t in ax.get_yticklabels()] == ["b - a (8 clips)",
+                                                                                              "c - a (8 clips)"]
+    bars = [c for c in ax.containers]
+    for container, name in zip(bars, ("b", "c")):
+        d, se, n = paired_difference(res["a"], res[name], "flow_epe")
+        (x,), (y,) = container.lines[0].get_data()
+        segment = container.lines[2][0].get_segments()[0]
+        assert x == d and segment[0][0] == np.float64(d - 2 * se) and segment[1][0] == np.float64(d + 2 * se)
+    red, grey = (c.lines[0].get_color() for c in bars)
+    assert (red, grey) == ("tab:red", "tab:gray")
+    plt.close(fig)
