@@ -10,12 +10,13 @@
 #                                                  # windows of 32 px crops
 #   bash benchmarks/v2_cpu_build.sh arm NAME       # one 15-minute UNet ablation arm, from scratch (names below)
 #   bash benchmarks/v2_cpu_build.sh trunk          # the UNet trunk with the chosen arm's settings (TRUNK_FROM,
-#                                                  # default sd3shift; branched from that arm's 15 min when its
+#                                                  # default base, SVD's sigmas; branched from that arm's 15 min when its
 #                                                  # folder exists, else from scratch): warm-up, stable, decay
 #                                                  # over its last 60 min, probed on 8 clips every 30 min; resumes
 #   bash benchmarks/v2_cpu_build.sh keep           # copy the VAE (fp32) and the trunk's UNet (fp16) and curves
 #                                                  # into benchmarks/v2_build_state/ (commit it)
-#   bash benchmarks/v2_cpu_build.sh plot           # the learning curve PNG of the build and of each arm
+#   bash benchmarks/v2_cpu_build.sh plot           # the learning curve PNG (VAE phase + trunk) and its CSVs
+#                                                  # copied into benchmarks/
 #
 # Each arm trains the UNet from random weights for 15 training minutes at a constant learning rate
 # (warm-up 1 min), probes at 7.5 and 15 min (i2v_helpers.probe) and writes its curve to
@@ -70,7 +71,7 @@ case "${1:-}" in
     T="$W/trunk"
     restore "$T" unet "$K/trunk"
     if [ ! -f "$T/branched_from" ]; then
-      from=${TRUNK_FROM:-sd3shift}
+      from=${TRUNK_FROM:-base}
       mkdir -p "$T.tmp"
       if [ -d "$W/arms/$from/unet" ]; then
         cp -r "$W/arms/$from/unet" "$W/arms/$from/curve.csv" "$T.tmp/"; echo "$from" > "$T.tmp/branched_from"
@@ -96,7 +97,10 @@ w, d = Path(sys.argv[1]), Path(sys.argv[2])
     du -sh "$K"
     ;;
   plot)
-    python benchmarks/plot_curve.py "$W/work/curve.csv" --out benchmarks/v2_learning_curve.png
+    curves=("$W/work/curve.csv"); if [ -f "$W/trunk/curve.csv" ]; then curves+=("$W/trunk/curve.csv"); fi
+    python benchmarks/plot_curve.py "${curves[@]}" --out benchmarks/v2_learning_curve.png
+    cp "$W/work/curve.csv" benchmarks/v2_curve.csv
+    if [ -f "$W/trunk/curve.csv" ]; then cp "$W/trunk/curve.csv" benchmarks/v2_trunk_curve.csv; fi
     ;;
   *)
     sed -n 2,16p "$0"; exit 2 ;;
