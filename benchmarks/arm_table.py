@@ -4,7 +4,7 @@
 
 Reads ARMS_DIR/NAME/curve.csv (written by ``i2v pretrain unet``, one row per probe metric) and prints,
 per arm and probe, the training step and minutes and the probe's object and flow figures (held-out
-``general`` clips with objects, seed 0: i2v_helpers.probe; 8 clips in the 15-minute arms, 16 in the
+``general`` clips with objects, seed 0: i2v_helpers.probe; 8 clips in the 15-minute arms and the
 trunk), with the paired difference from repeat-the-first-frame and its SE over clips where the probe
 recorded it. Repeat-the-first-frame gets one row per probe size (8 or 16 clips).
 """

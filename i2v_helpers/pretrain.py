@@ -89,7 +89,7 @@ class PretrainConfig:
     threads: int = 2
     checkpoint_minutes: float = 2.0
     probe_minutes: float = 20.0  # UNet phase: the learning-curve probe every this many training minutes (0: off)
-    probe_clips: int = 16  # held-out `general` clips with objects the probe scores (the 15-min arms used 8)
+    probe_clips: int = 16  # held-out `general` clips with objects the probe scores (the CPU build's arms and trunk: 8)
     probe_seeds: int = 1  # seeds per probe clip (the SEs are over clips: seeds of one clip are averaged first)
     vae_probe_minutes: float = 5.0  # VAE phase: held-out PSNR every this many minutes (0: off)
     vae_target_db: float = 0.0  # end the VAE phase once held-out PSNR reaches this (0: run all its minutes)

@@ -90,6 +90,12 @@ def sigma_probe(pipe, items: list[dict], sigmas=PROBE_SIGMAS, seed: int = 0, ste
     return out
 
 
+def _score(item: dict, clip: np.ndarray) -> dict:
+    """One clip's object metrics and whole-frame ``flow_epe`` against the item's truth."""
+    return {**object_metrics(clip, item["objects"]),
+            "flow_epe": motion_metrics(clip, item["video"], item["image"])["flow_epe"]}
+
+
 def learning_curve_probe(pipe, items: list[dict], seeds=(0,), steps: int = 25) -> dict:
     """The build's probe, a flat ``{metric: value}``: generation from each item's first frame
     (guidance 1→3, the pipeline as users call it) scored for ``object_kept``, ``object_err_px``
@@ -100,13 +106,12 @@ def learning_curve_probe(pipe, items: list[dict], seeds=(0,), steps: int = 25) -
     ``seeds`` record the probe's size."""
     gen_rows, base_rows = [], []
     for i, it in enumerate(items):
-        still = np.repeat(it["image"][None], len(it["video"]), axis=0)
+        still = _score(it, np.repeat(it["image"][None], len(it["video"]), axis=0))  # seed-independent: once
         for seed in seeds:
             gen = generate(pipe, it["image"], num_frames=len(it["video"]), steps=steps, fps=it["fps"],
                            motion_bucket_id=it["motion_bucket_id"], seed=seed)
-            for clip, rows in ((gen, gen_rows), (still, base_rows)):
-                rows.append({"clip": i, "seed": seed, **object_metrics(clip, it["objects"]),
-                             "flow_epe": motion_metrics(clip, it["video"], it["image"])["flow_epe"]})
+            gen_rows.append({"clip": i, "seed": seed, **_score(it, gen)})
+            base_rows.append({"clip": i, "seed": seed, **still})
     out = {"clips": float(len(items)), "seeds": float(len(seeds))}
     for k in ("object_kept", "object_err_px", "flow_epe"):
         out[k] = float(np.nanmean([r[k] for r in gen_rows]))
