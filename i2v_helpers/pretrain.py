@@ -369,6 +369,8 @@ def _train_loop(phase: str, step_fn, params, lr: float, floor: float, minutes: f
     t0, last_ckpt, done0 = time.time(), time.time(), state["seconds"]
     first_probe = done0 if cfg.probe_at_start else done0 + probe_minutes * 60
     next_probe = state.get("next_probe_s", first_probe) if probe_minutes else math.inf
+    if probe_minutes:  # saved with every checkpoint, so a resume before the first probe keeps its time
+        state["next_probe_s"] = next_probe
     stop_s = cfg.stop_after_minutes * 60 if cfg.stop_after_minutes else math.inf
     while (elapsed := done0 + time.time() - t0) < min(budget, stop_s):
         if probe is not None and elapsed >= next_probe:

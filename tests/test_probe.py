@@ -142,19 +142,29 @@ def test_wsd_schedule_is_unchanged_by_a_longer_budget_before_its_decay():
     assert [wsd_lr_at(1e-3, s, 7200, 600, 0.1) for s in (60, 2000, 3000)] == lr[2:5]
 
 
-def test_vae_phase_stops_at_its_psnr_target_and_logs_the_curve(tmp_path):
-    """A target any VAE meets ends the phase at its first probe; the curve has that point and a rerun
-    does not continue the phase."""
-    cfg = PretrainConfig(work_dir=str(tmp_path), corpus_clips=4, vae_minutes=5, vae_target_db=1.0,
-                         vae_probe_minutes=1, threads=1, vae_crop=16, vae_batch_clips=1, vae_frames=2)
-    run_phases(cfg, ("vae",), log=lambda *_: None)
-    rows = (tmp_path / "curve.csv").read_text().splitlines()
-    assert rows[0] == "phase,step,seconds,metric,value,time" and rows[1].startswith("vae,0,0,vae_psnr_db,")
-    assert math.isfinite(float(rows[1].split(",")[4]))
+def test_vae_phase_stops_at_its_psnr_target_and_a_resume_keeps_the_probes_time(tmp_path):
+    """Interrupted before its first probe, a phase probes at the planned training time when resumed, not a
+    whole probe period after the resume (which, with a resume every session, could postpone it forever).
+    A target any VAE meets then ends the phase at that probe; the curve has the point and a rerun does not
+    continue the phase."""
     import json
 
+    cfg = PretrainConfig(work_dir=str(tmp_path), corpus_clips=4, vae_minutes=0.05, vae_target_db=1.0,
+                         vae_probe_minutes=0.1, probe_at_start=False, threads=1, vae_crop=16, vae_batch_clips=1,
+                         vae_frames=2)
+    run_phases(cfg, ("vae",), log=lambda *_: None)  # 3 s of training; the first probe is due at 6 s
     state = json.loads((tmp_path / "vae" / "state.json").read_text())
-    assert state["done"] and state["steps"] == 0
+    assert state["seconds"] < 6 and state["next_probe_s"] == pytest.approx(6.0) and not state.get("done")
+    assert not (tmp_path / "curve.csv").exists()
+    cfg.vae_minutes = 5  # resumed: the probe runs at 6 s (it used to be due at 3 + 6 = 9 s), meets 1 dB, stops
+    run_phases(cfg, ("vae",), log=lambda *_: None)
+    rows = (tmp_path / "curve.csv").read_text().splitlines()
+    assert rows[0] == "phase,step,seconds,metric,value,time" and len(rows) == 2
+    phase, step, seconds, metric, value = rows[1].split(",")[:5]
+    assert (phase, metric) == ("vae", "vae_psnr_db") and int(step) > 0 and 6 <= float(seconds) < 9
+    assert math.isfinite(float(value))
+    state = json.loads((tmp_path / "vae" / "state.json").read_text())
+    assert state["done"] and state["steps"] == int(step)
     assert run_phases(cfg, ("vae",), log=lambda *_: None) == {}
 
 
