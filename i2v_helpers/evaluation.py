@@ -75,7 +75,7 @@ def _model_name(pipe) -> str:
 def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips: int | None = None,
                         num_frames: int | None = None, noise_aug_strength: float = 0.02, progress: bool = True,
                         keep_videos: int = 0, size: tuple[int, int] | None = None, sampling: str = "consecutive",
-                        stride: int = 1, name: str | None = None, log=None) -> dict:
+                        stride: int = 1, name: str | None = None, log=None, reconstruct: bool = False) -> dict:
     """Score ``pipe`` on the clips of ``manifest`` (first frame → ``num_frames`` frames).
 
     ``num_frames`` and ``size`` (H, W) default to the model's own
@@ -96,6 +96,10 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
     ``progress``: a bar over clips × seeds on stderr, described with ``name`` (default: the
     pipeline's folder, ``baseline`` for ``pipe=None``), then one line ``[eval] NAME: N videos in
     S s`` through ``log`` (default: stderr; ``log`` given, the line is written even without the bar).
+
+    ``reconstruct``: instead of generating, score the true clip encoded and decoded by ``pipe.vae``
+    (deterministic: every seed gives the same clip), the ceiling any model decoded by that VAE meets;
+    paired with the baseline like a model (:func:`paired_difference`).
     """
     model_frames, h, w = model_geometry(pipe) if pipe is not None else (BASELINE_FRAMES, None, None)
     num_frames = num_frames or model_frames
@@ -113,6 +117,9 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
         for seed in seeds:
             if pipe is None:
                 gen, m = still, base
+            elif reconstruct:
+                gen = to_uint8(vae_reconstruct(pipe.vae, to_model_range(gt)).cpu())
+                m = _clip_metrics(gen, gt, image, item["objects"])
             else:
                 gen = generate(pipe, image, num_frames=num_frames, steps=steps, fps=item["fps"],
                                motion_bucket_id=item["motion_bucket_id"], noise_aug_strength=noise_aug_strength,

@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from i2v_helpers.data import parse_manifest
-from i2v_helpers.evaluation import vae_reconstruction_metrics
+from i2v_helpers.data import parse_manifest, prepare_clip
+from i2v_helpers.evaluation import evaluate_generation, paired_difference, vae_reconstruction_metrics
 from i2v_helpers.models import load_pipeline
 from i2v_helpers.pretrain import temporal_difference_loss
 from i2v_helpers.video_io import read_video
@@ -28,6 +29,21 @@ def test_vae_ceiling_scores_reconstructions_of_real_clips():
     m = vae_reconstruction_metrics(pipe.vae, clip[None])
     assert m["psnr"] > 24 and m["flow_cosine"] > 0.3  # the autoencoder keeps the ball's motion...
     assert m["static_flow"] > 0.0  # ...but its decoder adds flow where the court is still
+
+
+def test_evaluation_scores_the_vae_ceiling_as_a_model_paired_with_the_baseline():
+    """``reconstruct=True`` scores the clips ``vae_reconstruction_metrics`` scores, clip by clip, in the rows
+    ``paired_difference`` pairs with repeat-the-first-frame; every seed gives the same clip."""
+    pipe, man = load_pipeline(), "data_samples/general/val.jsonl"
+    rec = evaluate_generation(pipe, man, seeds=(0, 1), max_clips=3, reconstruct=True, progress=False)
+    base = evaluate_generation(None, man, seeds=(0, 1), max_clips=3, num_frames=16, size=(64, 64), progress=False)
+    clips = np.stack([prepare_clip(e, 16, (64, 64))["video"] for e in parse_manifest(man)[0][:3]])
+    assert np.mean([r["flow_epe"] for r in rec["rows"]]) == pytest.approx(
+        vae_reconstruction_metrics(pipe.vae, clips)["flow_epe"])
+    by_seed = [[r["psnr"] for r in rec["rows"] if r["seed"] == s] for s in (0, 1)]
+    assert by_seed[0] == by_seed[1]
+    d, se, n = paired_difference(base, rec, "psnr")
+    assert n == 3 and d > 3  # a reconstruction is far closer to the clip than its frozen first frame
 
 
 def test_set_overrides_are_checked_and_typed_like_train_configs():
