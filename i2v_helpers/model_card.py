@@ -49,6 +49,12 @@ def rebuild_command(cfg: PretrainConfig) -> str:
     return " ".join(parts)
 
 
+def _ended(state: dict | None) -> bool:
+    """Whether a phase's ``state.json`` is that of a phase that ran to its end (its totals are recorded)
+    rather than a checkpoint taken while it ran (steps and seconds only)."""
+    return bool(state) and "samples_per_s" in state
+
+
 def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None,
                      status: list[str] | None = None) -> Path:
     """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
@@ -95,16 +101,19 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         *([f"* Started from `{cfg.init_from}`"] if cfg.init_from else []),
         *([f"* VAE: {vae['steps']} steps, {vae['seconds'] / 60:.1f} min, {vae.get('batch', '')}, "
            f"AdamW lr {vae['lr']}, "
-           f"L1 + MSE (+{cfg.vae_kl_weight:g} KL), {vae['samples_per_s']:.0f} frames/s"] if vae else []),
+           f"L1 + MSE (+{cfg.vae_kl_weight:g} KL), {vae['samples_per_s']:.0f} frames/s"] if _ended(vae) else []),
         *([f"* UNet + CLIP tower (jointly): {unet['steps']} steps, {unet['seconds'] / 60:.1f} min, "
            f"batch {unet['batch']} × {mc.num_frames} frames, AdamW lr {unet['lr']}, SVD's EDM v-prediction objective "
            f"with CFG dropout, {unet['samples_per_s']:.0f} clips/s "
            f"(encoding the corpus took {unet['encode_seconds']} s)"]
-          if unet else []),
+          if _ended(unet) else []),
         *([f"* VAE decoder only (encoder frozen, so the UNet's latents are unchanged): {dec['steps']} steps, "
            f"{dec['seconds'] / 60:.1f} min, {dec.get('batch', '')}: {dec['psnr_before_db']:.2f} → "
-           f"{dec['vae_psnr_db']:.2f} dB on held-out synthetic clips"] if dec else []),
-        f"* Machine: {next((x['machine'] for x in (unet, vae, dec) if x), '?')}; precision {cfg.precision} "
+           f"{dec['vae_psnr_db']:.2f} dB on held-out synthetic clips"] if _ended(dec) else []),
+        *[f"* {name}: {x['steps']} steps, {x['seconds'] / 60:.1f} min so far (a checkpoint of an unfinished phase: "
+          "these weights are not the recipe's result)" for name, x in (("VAE", vae), ("UNet + CLIP tower", unet),
+                                                                       ("VAE decoder", dec)) if x and not _ended(x)],
+        f"* Machine: {next((x['machine'] for x in (unet, vae, dec) if _ended(x)), '?')}; precision {cfg.precision} "
         "(auto: bf16 autocast on CUDA, fp32 on CPU)",
         rebuild or f"* Rebuild: `{rebuild_command(cfg)}`", "",
     ]

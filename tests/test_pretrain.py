@@ -78,6 +78,11 @@ def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
     assert all(f"{k} 0.250" in ceiling for k in MOTION_KEYS)
     assert all(f"| {k} | 0.500 ± 0.100 |" in card for k in METRIC_KEYS)
     assert "16×16 latent grid" in card  # the v2 geometry, read from the preset
+    # finalize while the UNet phase runs (to look at its frames): its checkpoint has steps and seconds only
+    (work / "unet" / "state.json").write_text(json.dumps({"steps": 7, "seconds": 90}))
+    card = write_model_card(PretrainConfig(work_dir=str(work), out_dir=str(out))).read_text()
+    assert "* UNet + CLIP tower: 7 steps, 1.5 min so far (a checkpoint of an unfinished phase" in card
+    assert "* VAE: 10 steps" in card and "Machine: test" in card
 
 
 @pytest.mark.slow
