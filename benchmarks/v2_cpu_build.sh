@@ -17,6 +17,9 @@
 #                                                  # into benchmarks/v2_build_state/ (commit it)
 #   bash benchmarks/v2_cpu_build.sh plot           # the learning curve PNG (VAE phase + trunk) and its CSVs
 #                                                  # copied into benchmarks/
+#   bash benchmarks/v2_cpu_build.sh peek [PNG]     # the trunk's checkpoint: frame strips of 4 probe clips
+#   bash benchmarks/v2_cpu_build.sh ship           # the trunk assembled as a pipeline and scored as the ship test
+#                                                  # scores it (32 clips x 2 seeds), with the VAE ceiling beside it
 #
 # Each arm trains the UNet from random weights for 15 training minutes at a constant learning rate
 # (warm-up 1 min), probes at 7.5 and 15 min (i2v_helpers.probe) and writes its curve to
@@ -102,6 +105,24 @@ w, d = Path(sys.argv[1]), Path(sys.argv[2])
     cp "$W/work/curve.csv" benchmarks/v2_curve.csv
     if [ -f "$W/trunk/curve.csv" ]; then cp "$W/trunk/curve.csv" benchmarks/v2_trunk_curve.csv; fi
     ;;
+  ship)
+    # The trunk's UNet and CLIP tower with the VAE (its decoder sharpened for DECODER_MINUTES first, default 0:
+    # the VAE phase's decoder as it is) assembled in $W/tiny-svd-v2 and scored as the ship test scores it: all
+    # 32 held-out general clips x 2 seeds into its model card, then the VAE ceiling on the same clips.
+    T="$W/trunk"
+    if [ "${DECODER_MINUTES:-0}" != 0 ]; then
+      i2v pretrain decoder --work-dir "$T" --out "$W/tiny-svd-v2" --decoder-minutes "$DECODER_MINUTES" "${COMMON[@]}"
+    fi
+    i2v pretrain finalize --work-dir "$T" --out "$W/tiny-svd-v2"
+    i2v pretrain evaluate --work-dir "$T" --out "$W/tiny-svd-v2" --card
+    python benchmarks/vae_ceiling.py "$W/tiny-svd-v2"
+    ;;
+  peek)
+    # the trunk's latest checkpoint assembled in $W/peek, its frames on 4 probe clips drawn into $2 (default $W/peek.png)
+    i2v pretrain finalize --work-dir "$W/trunk" --out "$W/peek" >/dev/null
+    steps=$(python -c "import json, sys; s = json.load(open(sys.argv[1])); print('step %d, %.0f training min' % (s['steps'], s['seconds'] / 60))" "$W/trunk/unet/state.json")
+    python benchmarks/peek_frames.py "$W/peek" "${2:-$W/peek.png}" --title "trunk, $steps"
+    ;;
   *)
-    sed -n 2,16p "$0"; exit 2 ;;
+    sed -n 2,19p "$0"; exit 2 ;;
 esac
