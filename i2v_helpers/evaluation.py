@@ -118,7 +118,7 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
             if pipe is None:
                 gen, m = still, base
             elif reconstruct:
-                gen = to_uint8(vae_reconstruct(pipe.vae, to_model_range(gt)).cpu())
+                gen = reconstructed(pipe.vae, gt)
                 m = _clip_metrics(gen, gt, image, item["objects"])
             else:
                 gen = generate(pipe, image, num_frames=num_frames, steps=steps, fps=item["fps"],
@@ -143,13 +143,19 @@ def evaluate_generation(pipe, manifest, seeds=(0, 1), steps: int = 25, max_clips
             "seeds": list(seeds), "num_frames": num_frames, "size": list(size) if size else None, "videos": videos}
 
 
+def reconstructed(vae, clip: np.ndarray) -> np.ndarray:
+    """A ``uint8`` clip ``(F, H, W, 3)`` encoded and decoded by ``vae`` (one decode chunk), as ``uint8``:
+    what the ceiling scores, in place of a generated clip."""
+    return to_uint8(vae_reconstruct(vae, to_model_range(clip)).cpu())
+
+
 def vae_reconstruction_metrics(vae, clips: np.ndarray) -> dict:
     """The autoencoder's ceiling: :func:`i2v_helpers.metrics.motion_metrics` of the VAE's
     reconstructions of real clips ``uint8`` ``(N, F, H, W, 3)`` (one decode chunk per clip),
     mean over clips. A generated clip is decoded by the same VAE, so a model whose latents are
     as faithful as the encoder's scores about this: a decoder that shimmers gives flow where
     the real clip is still, whatever the UNet does."""
-    rows = [motion_metrics(to_uint8(vae_reconstruct(vae, to_model_range(c)).cpu()), c) for c in clips]
+    rows = [motion_metrics(reconstructed(vae, c), c) for c in clips]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
