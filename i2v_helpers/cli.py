@@ -107,7 +107,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .evaluation import format_summary
+    from .evaluation import format_paired, format_summary, versus_baseline
     from .model_card import evaluate_base, write_model_card
     from .models import TINY_MODEL_DIR
     from .pretrain import pretrain_config, run_pretrain
@@ -126,6 +126,10 @@ def cmd_pretrain(args) -> int:
         print("VAE reconstructions of the real clips (what faithful latents would score): "
               + ", ".join(f"{k} {v:.3f}" for k, v in res["vae_reconstruction"].items()))
         print(format_summary(res))
+        for n in (None, 16) if res["clips"] > 16 else (None,):
+            which = f"the first {n}" if n else f"all {res['clips']}"
+            print(f"paired with repeat-the-first-frame, {which} clips:")
+            print(format_paired(versus_baseline(res, n), "repeat first frame", "model"))
         if args.card:
             print(f"model card: {write_model_card(cfg, res)}")
     return 0

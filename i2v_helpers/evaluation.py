@@ -300,6 +300,22 @@ def paired_difference(a: dict, b: dict, metric: str) -> tuple[float, float, int]
     return float(means.mean()), se, len(means)
 
 
+def versus_baseline(result: dict, max_clips: int | None = None) -> dict:
+    """One :func:`evaluate_generation` result split into ``{"repeat first frame": ..., "model": ...}``,
+    the two scored on the same clip-seed pairs (its rows carry both), so that
+    :func:`paired_differences` / :func:`format_paired` pair the model with its own baseline without a
+    second run. ``max_clips``: only the rows of the first that many clips (the clips a run with
+    ``max_clips`` scores: the manifest's first)."""
+    clips = set(list(dict.fromkeys(r["clip"] for r in result["rows"]))[:max_clips])
+    rows = [r for r in result["rows"] if r["clip"] in clips]
+    keys = [k for k in METRIC_KEYS if k in rows[0]]
+
+    def side(prefix):
+        return {"rows": [{"clip": r["clip"], "seed": r["seed"], **{k: r[prefix + k] for k in keys}} for r in rows]}
+
+    return {"repeat first frame": side("baseline_"), "model": side("")}
+
+
 def paired_differences(results: dict, pairs, metrics=MOTION_KEYS + OBJECT_KEYS) -> dict:
     """``{"b - a": {metric: (mean, SE, clips)}}`` for each ``(a, b)`` in ``pairs`` (names of one
     :func:`compare_models` result), by :func:`paired_difference`; a metric no clip has is left out.

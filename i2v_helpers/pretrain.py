@@ -93,6 +93,7 @@ class PretrainConfig:
     probe_seeds: int = 1  # seeds per probe clip (the SEs are over clips: seeds of one clip are averaged first)
     vae_probe_minutes: float = 5.0  # VAE phase: held-out PSNR every this many minutes (0: off)
     vae_target_db: float = 0.0  # end the VAE phase once held-out PSNR reaches this (0: run all its minutes)
+    vae_heldout_clips: int = 24  # held-out clips of the VAE and decoder phases' final PSNR (VAE probe: the first 8)
     vae_minutes: float = 20.0
     vae_lr: float = 3e-4  # 1e-3 stalls at the mean colour (measured)
     vae_batch_clips: int = 4
@@ -436,7 +437,8 @@ def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
             loss = loss + cfg.vae_temporal_weight * temporal_difference_loss(rec, x, cfg.vae_frames)
         return loss
 
-    probe_clips = heldout_clips(8)
+    heldout = heldout_clips(cfg.vae_heldout_clips)
+    probe_clips = heldout[:8]
 
     def probe(_state):
         vae.eval()
@@ -451,7 +453,7 @@ def run_vae_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     state.update(latent_std=std, scaling_factor=vae.config.scaling_factor, machine=describe(dev),
                  batch=f"{cfg.vae_batch_clips} clips x {cfg.vae_frames} frames, {crop} px",
-                 vae_psnr_db=vae_psnr(vae, heldout_clips()))
+                 vae_psnr_db=vae_psnr(vae, heldout))
     vae.to("cpu").save_pretrained(work / "vae" / "vae", safe_serialization=True)
     (work / "vae" / "state.json").write_text(json.dumps(state, indent=2))
     log(f"[vae] done {state}")
@@ -627,7 +629,8 @@ def run_decoder_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     work, dev = Path(cfg.work_dir), _device(cfg)
     prev = load_phase_state(work, "decoder")
     vae = start_models(cfg, "decoder", ["vae"])["vae"].to(dev)
-    before = (prev or {}).get("psnr_before_db") or vae_psnr(vae, heldout_clips())
+    heldout = heldout_clips(cfg.vae_heldout_clips)
+    before = (prev or {}).get("psnr_before_db") or vae_psnr(vae, heldout)
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.train()
@@ -651,7 +654,7 @@ def run_decoder_phase(cfg: PretrainConfig, corpus: dict, log=print) -> dict:
     state = _train_loop("decoder", step, list(vae.decoder.parameters()), cfg.vae_lr, 0.05, cfg.decoder_minutes,
                         cfg, work, {"vae": vae}, cfg.decoder_batch_clips * nf, log)
     vae.eval()
-    state.update(psnr_before_db=before, vae_psnr_db=vae_psnr(vae, heldout_clips()), machine=describe(dev),
+    state.update(psnr_before_db=before, vae_psnr_db=vae_psnr(vae, heldout), machine=describe(dev),
                  batch=f"{cfg.decoder_batch_clips} clips x {nf} frames")
     (work / "decoder" / "state.json").write_text(json.dumps(state, indent=2))
     log(f"[decoder] done {state}")

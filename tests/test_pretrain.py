@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from i2v_helpers.data import parse_manifest, prepare_clip
-from i2v_helpers.evaluation import evaluate_generation, paired_difference, vae_reconstruction_metrics
+from i2v_helpers.evaluation import (
+    evaluate_generation,
+    paired_difference,
+    vae_reconstruction_metrics,
+    versus_baseline,
+)
 from i2v_helpers.models import load_pipeline
 from i2v_helpers.pretrain import temporal_difference_loss
 from i2v_helpers.video_io import read_video
@@ -44,6 +49,16 @@ def test_evaluation_scores_the_vae_ceiling_as_a_model_paired_with_the_baseline()
     assert by_seed[0] == by_seed[1]
     d, se, n = paired_difference(base, rec, "psnr")
     assert n == 3 and d > 3  # a reconstruction is far closer to the clip than its frozen first frame
+    # the baseline carried in the rows (what `i2v pretrain evaluate` and the model card pair with) is the
+    # separate baseline run; its first 2 clips are a run with max_clips=2
+    own = versus_baseline(rec)
+    for k in ("psnr", "flow_epe", "object_err_px"):
+        assert paired_difference(own["repeat first frame"], own["model"], k) == pytest.approx(
+            paired_difference(base, rec, k), nan_ok=True)
+    two = evaluate_generation(None, man, seeds=(0, 1), max_clips=2, num_frames=16, size=(64, 64), progress=False)
+    assert paired_difference(two, versus_baseline(rec, 2)["model"], "psnr")[2] == 2
+    assert paired_difference(two, versus_baseline(rec, 2)["model"], "psnr") == paired_difference(
+        versus_baseline(rec, 2)["repeat first frame"], versus_baseline(rec, 2)["model"], "psnr")
 
 
 def test_set_overrides_are_checked_and_typed_like_train_configs():
@@ -78,6 +93,15 @@ def test_model_card_lists_every_motion_metric_of_the_vae_ceiling(tmp_path):
     assert all(f"{k} 0.250" in ceiling for k in MOTION_KEYS)
     assert all(f"| {k} | 0.500 ± 0.100 |" in card for k in METRIC_KEYS)
     assert "16×16 latent grid" in card  # the v2 geometry, read from the preset
+    # with the rows, the card pairs the model with its own baseline, the clip as the unit: per-clip differences
+    # (seeds averaged) -4, -1, -8 -> mean -4.333, SE std(ddof 1) / sqrt 3 = 2.028, beyond 2 SE
+    errs = {"a": ((5, 7), 10), "b": ((8, 8), 9), "c": ((2, 4), 11)}
+    metrics["clips"], metrics["seeds"] = 3, [0, 1]
+    same = {**{k: 0.5 for k in METRIC_KEYS}, **{f"baseline_{k}": 0.5 for k in METRIC_KEYS}}
+    metrics["rows"] = [{"clip": c, "seed": s, **same, "object_err_px": e[s], "baseline_object_err_px": b}
+                       for c, (e, b) in errs.items() for s in (0, 1)]
+    card = write_model_card(PretrainConfig(work_dir=str(work), out_dir=str(out)), metrics).read_text()
+    assert "| object_err_px | -4.333 ± 2.028 * (3) |" in card and "| flow_epe | +0.000 ± 0.000 (3) |" in card
     # finalize while the UNet phase runs (to look at its frames): its checkpoint has steps and seconds only
     (work / "unet" / "state.json").write_text(json.dumps({"steps": 7, "seconds": 90}))
     card = write_model_card(PretrainConfig(work_dir=str(work), out_dir=str(out))).read_text()
@@ -116,7 +140,7 @@ def test_a_killed_build_resumes_from_its_last_checkpoint(tmp_path):
     work = tmp_path / "work"
     cmd = [sys.executable, "-m", "i2v_helpers.cli", "pretrain", "vae", "--work-dir", str(work), "--vae-minutes", "0.5",
            "--set", "corpus_clips=12", "--set", "checkpoint_minutes=0.02", "--set", "vae_crop=16",
-           "--set", "vae_frames=2", "--set", "vae_batch_clips=2"]
+           "--set", "vae_frames=2", "--set", "vae_batch_clips=2", "--set", "vae_heldout_clips=2"]
     env = dict(os.environ, I2V_DEVICE="cpu")
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

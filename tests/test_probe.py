@@ -151,7 +151,7 @@ def test_vae_phase_stops_at_its_psnr_target_and_a_resume_keeps_the_probes_time(t
 
     cfg = PretrainConfig(work_dir=str(tmp_path), corpus_clips=4, vae_minutes=0.05, vae_target_db=1.0,
                          vae_probe_minutes=0.1, probe_at_start=False, threads=1, vae_crop=16, vae_batch_clips=1,
-                         vae_frames=2)
+                         vae_frames=2, vae_heldout_clips=2)
     run_phases(cfg, ("vae",), log=lambda *_: None)  # 3 s of training; the first probe is due at 6 s
     state = json.loads((tmp_path / "vae" / "state.json").read_text())
     assert state["seconds"] < 6 and state["next_probe_s"] == pytest.approx(6.0) and not state.get("done")
@@ -177,7 +177,7 @@ def test_a_kept_phase_restores_on_a_fresh_machine_and_resumes_with_a_rewarmed_op
     from i2v_helpers.pretrain import keep_phase, load_phase_state, restore_phase
 
     cfg = PretrainConfig(work_dir=str(tmp_path / "a"), corpus_clips=4, vae_minutes=0.05, vae_probe_minutes=0,
-                         threads=1, vae_crop=16, vae_batch_clips=1, vae_frames=2)
+                         threads=1, vae_crop=16, vae_batch_clips=1, vae_frames=2, vae_heldout_clips=2)
     run_phases(cfg, ("vae",), log=lambda *_: None)
     kept = keep_phase(tmp_path / "a", "vae", tmp_path / "kept", half=("vae",))
     assert sorted(p.name for p in kept.iterdir()) == ["state.json", "vae"]  # no optimizer.pt
