@@ -19,7 +19,7 @@
 #                                                  # copied into benchmarks/
 #   bash benchmarks/v2_cpu_build.sh peek [PNG]     # the trunk's checkpoint: frame strips of 4 probe clips
 #   bash benchmarks/v2_cpu_build.sh ship           # the trunk assembled as a pipeline and scored as the ship test
-#                                                  # scores it (32 clips x 2 seeds), with the VAE ceiling beside it
+#                                                  # scores it (16 clips x 2 seeds), with the VAE ceiling beside it
 #
 # Each arm trains the UNet from random weights for 15 training minutes at a constant learning rate
 # (warm-up 1 min), probes at 7.5 and 15 min (i2v_helpers.probe) and writes its curve to
@@ -107,8 +107,8 @@ w, d = Path(sys.argv[1]), Path(sys.argv[2])
     ;;
   ship)
     # The trunk's UNet and CLIP tower with the VAE (its decoder sharpened for DECODER_MINUTES first, default 0:
-    # the VAE phase's decoder as it is) assembled in $W/tiny-svd-v2 and scored as the ship test scores it: all
-    # 32 held-out general clips x 2 seeds into its model card, then the VAE ceiling on the same clips.
+    # the VAE phase's decoder as it is) assembled in $W/tiny-svd-v2 and scored as the ship test scores it: the
+    # first 16 held-out general clips x 2 seeds into its model card, then the VAE ceiling on all 32 clips.
     T="$W/trunk"
     if [ "${DECODER_MINUTES:-0}" != 0 ]; then
       i2v pretrain decoder --work-dir "$T" --out "$W/tiny-svd-v2" --decoder-minutes "$DECODER_MINUTES" "${COMMON[@]}"
