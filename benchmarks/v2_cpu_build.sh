@@ -70,7 +70,8 @@ case "${1:-}" in
     # that arm's folder is here, its first 15 minutes ran at the trunk's constant learning rate, so the
     # trunk is that arm continued; else it starts from scratch. Its length (TRUNK_MINUTES) may be raised
     # or lowered while the stable phase lasts: the decay takes the last 60 min and nothing before it
-    # depends on the length.
+    # depends on the length. Default 210: the finished trunk's length (the 480-minute plan did not fit the
+    # CPU budget), so rerunning this line only restores it; a longer one would restart its lr mid-decay.
     T="$W/trunk"
     restore "$T" unet "$K/trunk"
     if [ ! -f "$T/branched_from" ]; then
@@ -85,7 +86,7 @@ case "${1:-}" in
     fi
     for f in vae corpus.pt latents.pt; do [ -L "$T/$f" ] || ln -s "$W/work/$f" "$T/$f"; done
     arm_extra "$(cut -d' ' -f1 "$T/branched_from")"
-    i2v pretrain unet --work-dir "$T" --out "$T/tiny-svd" --unet-minutes "${TRUNK_MINUTES:-480}" "${COMMON[@]}" \
+    i2v pretrain unet --work-dir "$T" --out "$T/tiny-svd" --unet-minutes "${TRUNK_MINUTES:-210}" "${COMMON[@]}" \
       "${extra[@]}" --set unet_decay_minutes=60 --set probe_minutes=30 --set probe_clips=8 \
       --set probe_at_start=false
     ;;
