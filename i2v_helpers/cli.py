@@ -108,7 +108,7 @@ def cmd_sample(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from .evaluation import format_paired, format_summary, versus_baseline
-    from .model_card import evaluate_base, write_model_card
+    from .model_card import SHIP_CLIPS, evaluate_base, write_model_card
     from .models import TINY_MODEL_DIR
     from .pretrain import pretrain_config, run_pretrain
 
@@ -126,7 +126,7 @@ def cmd_pretrain(args) -> int:
         print("VAE reconstructions of the real clips (what faithful latents would score): "
               + ", ".join(f"{k} {v:.3f}" for k, v in res["vae_reconstruction"].items()))
         print(format_summary(res))
-        for n in (None, 16) if res["clips"] > 16 else (None,):
+        for n in (None, SHIP_CLIPS) if res["clips"] > SHIP_CLIPS else (None,):
             which = f"the first {n}" if n else f"all {res['clips']}"
             print(f"paired with repeat-the-first-frame, {which} clips:")
             print(format_paired(versus_baseline(res, n), "repeat first frame", "model"))
@@ -398,7 +398,7 @@ def _add_pretrain_command(sub) -> None:
                     help="all = the three phases, finalize (save to --out, model card) and evaluate; rerun to resume. "
                          "throughput = samples/s of the UNet step (--set model=v1|v2, unet_batch, precision)")
     pt.add_argument("--manifest", default="data_samples/general/val.jsonl")
-    pt.add_argument("--max-clips", type=int, default=16)
+    pt.add_argument("--max-clips", type=int, default=16)  # model_card.SHIP_CLIPS (not imported at parse time)
     pt.add_argument("--no-eval", action="store_true", help="all: skip the (CPU-heavy) evaluation")
     pt.add_argument("--card", action="store_true", help="evaluate: write the metrics into --out's model card")
     pt.add_argument("--out", default=None,

@@ -30,7 +30,15 @@ from .conditioning import DEFAULT_FPS
 from .data import InvalidManifest, check_entry, parse_manifest, prepare_clip
 from .frames import to_model_range, to_uint8
 from .generation import generate
-from .metrics import HIGHER_IS_BETTER, METRIC_KEYS, MOTION_KEYS, OBJECT_KEYS, motion_metrics, object_metrics
+from .metrics import (
+    HIGHER_IS_BETTER,
+    METRIC_KEYS,
+    MOTION_KEYS,
+    OBJECT_KEYS,
+    beyond_two_se,
+    motion_metrics,
+    object_metrics,
+)
 from .models import load_model, model_geometry, vae_reconstruct
 from .video_io import write_video
 from .viz import side_by_side
@@ -333,7 +341,7 @@ def format_paired(results: dict, a: str, b: str, metrics=MOTION_KEYS + OBJECT_KE
     marked significant. A metric no clip has (object metrics on clips without objects) gets no line."""
     lines = []
     for k, (d, se, n) in paired_differences(results, [(a, b)], metrics)[f"{b} - {a}"].items():
-        verdict = "significant" if n > 1 and abs(d) > 2 * se else "within noise"
+        verdict = "significant" if beyond_two_se(d, se, n) else "within noise"
         lines.append(f"  {b} - {a}: {k:<17}{d:+.3f} ± {se:.3f} (paired SE over {n} clips, seeds averaged: {verdict})")
     return "\n".join(lines)
 

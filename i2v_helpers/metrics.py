@@ -256,3 +256,9 @@ def describe_metrics(keys=METRIC_KEYS) -> str:
     """A line per metric: its name, which way is better, and what it measures (``METRIC_MEANINGS``)."""
     arrow = {True: "↑ higher is better", False: "↓ lower is better", None: "≈1 best at 1"}
     return "\n".join(f"{k:<17}{arrow[HIGHER_IS_BETTER[k]]:<20}{METRIC_MEANINGS[k]}" for k in keys)
+
+
+def beyond_two_se(d: float, se: float, n: int) -> bool:
+    """The course's "significant": a paired difference ``d`` further from 0 than two standard errors ``se``
+    over ``n`` clips (never with one clip, whose SE is undefined)."""
+    return n > 1 and abs(d) > 2 * se

@@ -17,9 +17,11 @@ import torch
 
 from .data import parse_manifest, prepare_clip
 from .evaluation import evaluate_generation, paired_differences, vae_reconstruction_metrics, versus_baseline
-from .metrics import METRIC_KEYS, MOTION_KEYS, describe_metrics
+from .metrics import METRIC_KEYS, MOTION_KEYS, beyond_two_se, describe_metrics
 from .models import TINY_MODEL_DIR, TINY_PRESETS, TinySVDConfig, load_pipeline, model_geometry, tiny_config_of
 from .pretrain import PHASES, PretrainConfig, load_phase_state, vae_psnr
+
+SHIP_CLIPS = 16  # held-out `general` clips (the manifest's first) that the base's ship targets are scored on
 
 
 def evaluate_base(model_dir: str | Path = TINY_MODEL_DIR,
@@ -39,7 +41,7 @@ def evaluate_base(model_dir: str | Path = TINY_MODEL_DIR,
     return res
 
 
-def paired_lines(metrics: dict, subsets=(None, 16)) -> list[str]:
+def paired_lines(metrics: dict, subsets=(None, SHIP_CLIPS)) -> list[str]:
     """The card's paired table: tiny-svd − repeat-the-first-frame per metric, mean ± SE with the clip as
     the unit (:func:`i2v_helpers.evaluation.paired_difference`, seeds averaged first), on all the clips
     and on the manifest's first 16 (the clips the ship targets name); ``*`` beyond 2 SE."""
@@ -54,7 +56,7 @@ def paired_lines(metrics: dict, subsets=(None, 16)) -> list[str]:
            "| metric | " + " | ".join(head) + " |", "|" + " --- |" * (len(sets) + 1)]
     for k in METRIC_KEYS:
         if k in diffs[0]:
-            cells = [f"{d:+.3f} ± {se:.3f}{' *' if n > 1 and abs(d) > 2 * se else ''} ({n})"
+            cells = [f"{d:+.3f} ± {se:.3f}{' *' if beyond_two_se(d, se, n) else ''} ({n})"
                      for d, se, n in (dd[k] for dd in diffs)]
             out.append(f"| {k} | " + " | ".join(cells) + " |")
     return out

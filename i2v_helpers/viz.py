@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 
+from .metrics import beyond_two_se
+
 
 def clip_strip(clip: np.ndarray, every: int = 1, gap: int = 2) -> np.ndarray:
     """``uint8`` ``(F, H, W, 3)`` → one row ``(H, W', 3)`` of every ``every``-th frame, white gaps."""
@@ -85,7 +87,7 @@ def paired_plot(diffs: dict, title: str | None = None, width: float = 2.4):
             if k not in diffs[name]:
                 continue
             d, se, n = diffs[name][k]
-            clear = n > 1 and abs(d) > 2 * se
+            clear = beyond_two_se(d, se, n)
             ax.errorbar(d, y, xerr=2 * se if n > 1 else None, fmt="o", capsize=3,
                         color="tab:red" if clear else "tab:gray")
         ax.axvline(0, color="black", lw=0.8)
