@@ -114,8 +114,9 @@ w, d = Path(sys.argv[1]), Path(sys.argv[2])
     if [ "${DECODER_MINUTES:-0}" != 0 ]; then
       i2v pretrain decoder --work-dir "$T" --out "$W/tiny-svd-v2" --decoder-minutes "$DECODER_MINUTES" "${COMMON[@]}"
     fi
-    i2v pretrain finalize --work-dir "$T" --out "$W/tiny-svd-v2"
-    i2v pretrain evaluate --work-dir "$T" --out "$W/tiny-svd-v2" --card
+    rebuild='`bash benchmarks/v2_cpu_build.sh vae`, then `trunk`, then `ship` (a 2-core CPU over several sessions; every step resumes, and the weights kept in `benchmarks/v2_build_state/` restore both finished phases without training)'
+    i2v pretrain finalize --work-dir "$T" --out "$W/tiny-svd-v2" --rebuild "$rebuild"
+    i2v pretrain evaluate --work-dir "$T" --out "$W/tiny-svd-v2" --card --rebuild "$rebuild"
     python benchmarks/vae_ceiling.py "$W/tiny-svd-v2"
     ;;
   peek)

@@ -118,8 +118,9 @@ def cmd_pretrain(args) -> int:
     done = run_pretrain(cfg, args.phase, args.seconds)
     if "throughput" in done:
         print(json.dumps(done["throughput"]))
+    rebuild = f"* Rebuild: {args.rebuild}" if args.rebuild else None
     if "model_dir" in done:
-        print(f"model card: {write_model_card(cfg)}")
+        print(f"model card: {write_model_card(cfg, rebuild=rebuild)}")
     if args.phase == "evaluate" or (args.phase == "all" and not args.no_eval):
         res = evaluate_base(cfg.out_dir, args.manifest, max_clips=args.max_clips)
         print(f"VAE PSNR {res['vae_psnr_db']:.2f} dB")
@@ -131,7 +132,7 @@ def cmd_pretrain(args) -> int:
             print(f"paired with repeat-the-first-frame, {which} clips:")
             print(format_paired(versus_baseline(res, n), "repeat first frame", "model"))
         if args.card:
-            print(f"model card: {write_model_card(cfg, res)}")
+            print(f"model card: {write_model_card(cfg, res, rebuild=rebuild)}")
     return 0
 
 
@@ -401,6 +402,9 @@ def _add_pretrain_command(sub) -> None:
     pt.add_argument("--max-clips", type=int, default=16)  # model_card.SHIP_CLIPS (not imported at parse time)
     pt.add_argument("--no-eval", action="store_true", help="all: skip the (CPU-heavy) evaluation")
     pt.add_argument("--card", action="store_true", help="evaluate: write the metrics into --out's model card")
+    pt.add_argument("--rebuild", default=None,
+                    help="the model card's rebuild command, when the weights were not made by one `i2v pretrain all` "
+                         "(e.g. benchmarks/v2_cpu_build.sh); default: that command for the recorded config")
     pt.add_argument("--out", default=None,
                     help="the model folder finalize writes and evaluate scores (default: the shipped tiny SVD's)")
     pt.add_argument("--work-dir", default="runs/pretrain")

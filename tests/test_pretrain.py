@@ -172,3 +172,45 @@ def test_model_card_explains_metrics_through_their_one_owner(tmp_path):
                             metrics).read_text()
     assert describe_metrics([k for k in METRIC_KEYS if k != "warp_error"]) in card
     assert "warp_error" not in card
+
+
+def _ship_metrics():
+    """16 + 1 held-out clips × 2 seeds: flow_epe 0.1 or 0.3 below the baseline's (alternating), object_err_px
+    1 px above or below it; a 17th clip, far worse, that the ship targets (the first 16 clips) leave out."""
+    from i2v_helpers.metrics import METRIC_KEYS
+
+    rows = []
+    for c in range(17):
+        d = 100.0 if c == 16 else (-0.1 if c % 2 else -0.3)
+        same = {**{k: 0.5 for k in METRIC_KEYS}, **{f"baseline_{k}": 0.5 for k in METRIC_KEYS}}
+        rows += [{"clip": f"{c:04d}", "seed": s, **same, "flow_epe": 1.0 + d, "baseline_flow_epe": 1.0,
+                  "object_err_px": 9.0 + (1 if c % 2 else -1), "baseline_object_err_px": 9.0} for s in (0, 1)]
+    row = {k: (0.5, 0.1) for k in METRIC_KEYS}
+    model = {**row, "first_frame_psnr": (27.9, 2.0), "object_kept": (0.95, 0.05), "static_flow": (0.10, 0.05)}
+    return {"clips": 17, "seeds": [0, 1], "vae_psnr_db": 31.0, "model": model, "baseline": row, "rows": rows,
+            "vae_reconstruction": {k: 0.074 for k in METRIC_KEYS}}
+
+
+def test_ship_targets_are_judged_on_the_first_16_clips_with_the_clip_as_the_unit(tmp_path):
+    """flow_epe: per-clip differences -0.3, -0.1, ... over the first 16 clips -> mean -0.200, SE
+    std(ddof 1) / 4 = 0.1033 / 4 = 0.026 (the 17th clip's +100 left out); object_err_px ±1 -> 0.000 (a tie)."""
+    from i2v_helpers.model_card import ship_bars, write_model_card
+    from i2v_helpers.models import TINY_SVD_DIR
+    from i2v_helpers.pretrain import PretrainConfig
+
+    bars = {b: (got, ok) for b, _, got, ok in ship_bars(_ship_metrics(), TINY_SVD_DIR)}
+    assert bars["flow_epe − repeat first frame"] == ("-0.200 ± 0.026 (16 clips)", True)
+    assert bars["object_err_px − repeat first frame"] == ("+0.000 ± 0.258 (16 clips)", False)
+    assert bars["first_frame_psnr"] == ("27.90 dB", False) and bars["VAE PSNR"] == ("31.00 dB", True)
+    assert bars["static_flow"] == ("0.100 (1.4×)", True) and bars["object_kept"][1]
+    grid, ok = bars["latent grid, weights"]  # the shipped folder: its 16×16 grid and its size on disk
+    assert grid.startswith("16×16, ") and ok
+    # the card carries the table for a folder with a UNet config (here the shipped one's, linked)
+    out = tmp_path / "model"
+    out.mkdir()
+    for sub in ("unet", "vae", "image_encoder"):
+        (out / sub).symlink_to((TINY_SVD_DIR / sub).resolve())
+    card = write_model_card(PretrainConfig(work_dir=str(tmp_path / "w"), out_dir=str(out)),
+                            _ship_metrics()).read_text()
+    assert "## Status against the ship targets" in card and "5 of 7 met" in card
+    assert "| first_frame_psnr | ≥ 28 dB | 27.90 dB | **no** |" in card
