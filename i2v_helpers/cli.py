@@ -381,7 +381,8 @@ def _add_demo_command(sub) -> None:
     dm.add_argument("--data", default="data_samples")
     dm.add_argument("--out", default="outputs/demo")
     dm.add_argument("--quick", action="store_true",
-                    help="40 + 20 training steps instead of 400 + 600 (a tour, not a result)")
+                    help="40 + 20 training steps instead of the tiny-stage1 and tiny-stage2-sports configs' "
+                         "(a tour, not a result)")
     dm.add_argument("--stage1-steps", type=int, default=None)
     dm.add_argument("--stage2-steps", type=int, default=None)
     dm.add_argument("--max-train-clips", type=int, default=None, help="train on the first N clips only (smoke tests)")

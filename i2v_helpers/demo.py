@@ -16,7 +16,8 @@ What it does, top to bottom (:func:`run_demo`):
    baseline, base, stage 1, stage 2; :func:`evaluate_stages`), prints the tables with paired
    differences, writes them to ``summary.json`` and stage 2's report to ``eval-sports-stage2/``;
 5. writes a generated video, ``generated.mp4``, and ``compare_real_stage1_stage2.mp4``
-   (real | stage 1 | stage 2 side by side; :func:`write_videos`).
+   (real | stage 1 | stage 2 side by side), with its frames 0, 3, ..., 15 as labelled strips in
+   ``compare_real_stage1_stage2.png`` (:func:`write_videos`).
 
 ``quick`` runs every stage shortly (40 + 20 training steps: a tour, not a result). A manifest
 with a fatal problem, or a missing shipped model, stops it with :class:`DemoError` before any
@@ -41,7 +42,7 @@ from .metrics import MOTION_KEYS, OBJECT_KEYS
 from .models import TINY_SVD_DIR
 from .training import train
 from .video_io import read_video, write_video
-from .viz import clip_grid, side_by_side
+from .viz import clip_grid, frame_strips, side_by_side
 
 SETS = ("general", "sports", "animated")
 QUICK_STEPS = (40, 20)  # stage 1, stage 2 training steps with ``quick``
@@ -122,12 +123,20 @@ def evaluate_stages(root: Path, stage1: Path, stage2: Path, seeds=(0, 1), steps:
 
 def write_videos(sports: dict, out: Path) -> tuple[Path, Path]:
     """Step 5: stage 2's first held-out sports video as ``generated.mp4`` and real | stage 1 |
-    stage 2 side by side as ``compare_real_stage1_stage2.mp4``; returns both paths."""
+    stage 2 side by side as ``compare_real_stage1_stage2.mp4``, its frames also drawn as labelled
+    strips (:func:`~i2v_helpers.viz.frame_strips`) in ``compare_real_stage1_stage2.png``; returns the
+    two video paths."""
+    import matplotlib.pyplot as plt  # matplotlib picks a non-interactive backend when there is no display
+
     _, truth, gen = sports["stage 2"]["videos"][0]
     stage1_gen = sports["stage 1"]["videos"][0][2]
     path = write_video(out / "generated.mp4", gen, fps=DEFAULT_FPS)
     compare = out / "compare_real_stage1_stage2.mp4"
     write_video(compare, side_by_side(truth, stage1_gen, gen), fps=DEFAULT_FPS)
+    fig = frame_strips({"real": truth, "stage 1": stage1_gen, "stage 2": gen},
+                       title="held-out sports clip 0, seed 0: real | stage 1 | stage 2")
+    fig.savefig(compare.with_suffix(".png"), dpi=100)
+    plt.close(fig)
     return path, compare
 
 

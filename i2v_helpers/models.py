@@ -41,9 +41,9 @@ SVD_SCHEDULER_CONFIG = dict(
 
 @dataclass
 class TinySVDConfig:
-    """Widths of the tiny SVD. Defaults are v2 (64×64 px, 16 frames); the shipped weights are still
-    v1 (:data:`TINY_V1`) until v2 is built (on the CPU: ``benchmarks/v2_cpu_build.sh``, over several
-    sessions; on a GPU: ``benchmarks/gpu_build_tiny.sh``).
+    """Widths of the tiny SVD. Defaults are v2 (64×64 px, 16 frames), the shipped weights' geometry
+    (built on a 2-core CPU over several sessions: ``benchmarks/v2_cpu_build.sh``; on a GPU the same recipe
+    is ``benchmarks/gpu_build_tiny.sh``). :data:`TINY_V1` is the first shipped base, kept for comparisons.
 
     v2 encodes 64 px frames through a 4× VAE (three down blocks), so the UNet sees a
     **16×16 latent grid** per frame: a ball of radius 4–6 px covers 2–3 latent pixels
@@ -51,7 +51,8 @@ class TinySVDConfig:
     SVD's 8× VAE, an 8×8 grid on which objects dissolved into blobs.
     Chosen by measured CPU cost (``benchmarks/RESULTS.md``, ``i2v bench sample`` on 2 cores, 16
     frames, 25 steps): attention at 16×16 makes a video 6.29 s; attention only at 8×8 with widths
-    (64, 96), 4.00 s (v1: 2.33 s); widths (64, 96) also keep the weights at 18.6 MB (< 20 MB).
+    (64, 96), 4.00 s (v1: 2.33 s); on the machine that shipped it, 5.4–6.7 s against v1's 2.7 s (over the
+    4 s budget). Widths (64, 96) also keep the weights at 18.6 MB (< 20 MB).
 
     GroupNorm in diffusers' SVD blocks has 32 groups, so every block width is a multiple
     of 32 and ≥ 64 (with 32 channels each channel would be normalised alone, which stalls

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from PIL import Image
 
 from conftest import REPO  # tests/conftest.py
 from i2v_helpers.cli import main
@@ -32,4 +33,6 @@ def test_demo_runs_check_stage1_stage2_eval_and_writes_a_video(tmp_path, capsys)
     frames, _ = read_video(tmp_path / "generated.mp4")
     assert frames.shape == (16, 64, 64, 3)
     assert read_video(tmp_path / "compare_real_stage1_stage2.mp4")[0].shape[2] > 3 * 64
+    strips = Image.open(tmp_path / "compare_real_stage1_stage2.png")  # its frames, labelled, for a quick look
+    assert strips.width > 6 * 64 and strips.height > 3 * 64
     assert (tmp_path / "eval-sports-stage2" / "metrics.csv").is_file()
