@@ -118,9 +118,8 @@ def cmd_pretrain(args) -> int:
     done = run_pretrain(cfg, args.phase, args.seconds)
     if "throughput" in done:
         print(json.dumps(done["throughput"]))
-    rebuild = f"* Rebuild: {args.rebuild}" if args.rebuild else None
     if "model_dir" in done:
-        print(f"model card: {write_model_card(cfg, rebuild=rebuild)}")
+        print(f"model card: {write_model_card(cfg, rebuild=args.rebuild)}")
     if args.phase == "evaluate" or (args.phase == "all" and not args.no_eval):
         res = evaluate_base(cfg.out_dir, args.manifest, max_clips=args.max_clips)
         print(f"VAE PSNR {res['vae_psnr_db']:.2f} dB")
@@ -132,7 +131,7 @@ def cmd_pretrain(args) -> int:
             print(f"paired with repeat-the-first-frame, {which} clips:")
             print(format_paired(versus_baseline(res, n), "repeat first frame", "model"))
         if args.card:
-            print(f"model card: {write_model_card(cfg, res, rebuild=rebuild)}")
+            print(f"model card: {write_model_card(cfg, res, rebuild=args.rebuild)}")
     return 0
 
 

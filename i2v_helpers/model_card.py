@@ -113,9 +113,10 @@ def _ended(state: dict | None) -> bool:
     return bool(state) and "samples_per_s" in state
 
 
-def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None,
-                     status: list[str] | None = None) -> Path:
-    """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics."""
+def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: str | None = None) -> Path:
+    """``out_dir/README.md``: data each phase saw, steps, wall time, machine, metrics (with the ship targets'
+    status, :func:`ship_lines`). ``rebuild``: the commands that made the weights, when they were not one
+    ``i2v pretrain all`` (default: that command for the recorded config, :func:`rebuild_command`)."""
     work = Path(cfg.work_dir)
     if (work / "config.json").is_file():  # the recipe that built the weights, not today's defaults
         # a config recorded before rule_prob existed was built with 0.5
@@ -173,7 +174,7 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
                                                                        ("VAE decoder", dec)) if x and not _ended(x)],
         f"* Machine: {next((x['machine'] for x in (unet, vae, dec) if _ended(x)), '?')}; precision {cfg.precision} "
         "(auto: bf16 autocast on CUDA, fp32 on CPU)",
-        rebuild or f"* Rebuild: `{rebuild_command(cfg)}`", "",
+        "* Rebuild: " + (rebuild or f"`{rebuild_command(cfg)}`"), "",
     ]
     if metrics:
         lines += ["## Metrics", "",
@@ -196,8 +197,6 @@ def write_model_card(cfg: PretrainConfig, metrics: dict | None = None, rebuild: 
         if (metrics["clips"] >= SHIP_CLIPS and "vae_reconstruction" in metrics and "rows" in metrics
                 and (out / "unet" / "config.json").is_file()):
             lines += ["", *ship_lines(metrics, out)]
-    if status:
-        lines += ["", *status]
     out = Path(cfg.out_dir) / "README.md"
     out.write_text("\n".join(lines) + "\n")
     return out
