@@ -7,7 +7,9 @@ All take ``uint8`` clips ``(F, H, W, 3)``. Motion metrics compare dense optical 
   flattened). 1 = same motion pattern, 0 = unrelated or no motion, < 0 = opposite.
 * ``flow_epe``: mean end-point error |flow_gen - flow_gt| in px / frame (lower is better).
   A static clip scores the ground truth's own mean flow magnitude.
-* ``motion_ratio``: mean flow magnitude of generated / ground truth (1 = same amount).
+* ``motion_ratio``: mean flow magnitude of generated / ground truth (1 = same amount); NaN
+  (undefined, left out of means and paired differences) when the truth is still, its mean flow
+  below ``STILL_TRUTH``: a ratio to nothing would swamp any average.
 * ``moving_epe`` and ``static_flow`` split ``flow_epe`` by where the truth moves: the
   end-point error over the pixels whose true flow is non-zero (did the object move right?),
   and the mean generated flow magnitude over the pixels that are truly static (shimmer and
@@ -77,6 +79,7 @@ import numpy as np
 from .motion import optical_flow
 
 MIN_FLOW = 0.05  # px / frame: smaller flow vectors are estimator noise and count as 0
+STILL_TRUTH = 0.01  # px / frame: a true clip whose mean cleaned flow is below this is still (motion_ratio NaN)
 
 
 def clean_flow(flow: np.ndarray) -> np.ndarray:
@@ -151,14 +154,14 @@ def motion_metrics(gen: np.ndarray, gt: np.ndarray, image: np.ndarray | None = N
     ``flow_cosine, flow_epe, motion_ratio, moving_epe, static_flow, far_flow, warp_error, psnr,
     ssim, first_frame_psnr``. ``psnr`` and ``ssim`` score frames 1..F-1 only: frame 0 is the
     condition, which ``first_frame_psnr`` scores against ``image`` ``(H, W, 3)``, the input
-    image (default ``gt[0]``)."""
+    image (default ``gt[0]``). ``motion_ratio`` is NaN when ``gt`` is still (see ``STILL_TRUTH``)."""
     n = min(len(gen), len(gt))
     raw = optical_flow(gen[:n])
     fg, ft = clean_flow(raw), clean_flow(optical_flow(gt[:n]))
     mag_gt = np.linalg.norm(ft, axis=-1).mean()
     moving_epe, static_flow, far_flow = region_flow(fg, ft)
     return {"flow_cosine": flow_cosine(fg, ft), "flow_epe": flow_epe(fg, ft),
-            "motion_ratio": float(np.linalg.norm(fg, axis=-1).mean() / max(mag_gt, 1e-9)),
+            "motion_ratio": float(np.linalg.norm(fg, axis=-1).mean() / mag_gt) if mag_gt >= STILL_TRUTH else float("nan"),
             "moving_epe": moving_epe, "static_flow": static_flow, "far_flow": far_flow,
             "warp_error": warp_error(gen[:n], raw), "psnr": psnr(gen[1:n], gt[1:n]), "ssim": ssim(gen[1:n], gt[1:n]),
             "first_frame_psnr": first_frame_psnr(gen, gt[0] if image is None else image)}

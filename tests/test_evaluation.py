@@ -50,7 +50,20 @@ def test_identical_clips_score_perfectly():
 def test_static_clip_has_no_motion_and_no_flicker():
     clip = repeat_first_frame(_shifted())
     assert warp_error(clip) == 0.0
-    assert motion_metrics(clip, clip)["motion_ratio"] == 0.0
+    assert motion_metrics(clip, _shifted())["motion_ratio"] == 0.0
+
+
+def test_motion_ratio_is_undefined_against_a_still_truth_and_left_out_of_the_paired_mean():
+    # one held-out animated clip (a footage_bunny cut) has no flow at all; a ratio to ~0 once read
+    # 6 million and swamped the table's mean. Against a still truth the ratio is NaN, not huge.
+    still, moving = repeat_first_frame(_shifted()), _shifted()
+    m = motion_metrics(moving, still)
+    assert np.isnan(m["motion_ratio"]) and m["flow_epe"] > 0.5 and m["static_flow"] > 0.5
+    # the paired difference skips that clip and averages the others
+    rows = lambda ratios: [{"clip": c, "seed": 0, "motion_ratio": r} for c, r in enumerate(ratios)]
+    a, b = {"rows": rows([1.0, 1.0, float("nan")])}, {"rows": rows([1.5, 1.3, float("nan")])}
+    mean, se, clips = paired_difference(a, b, "motion_ratio")
+    assert clips == 2 and mean == pytest.approx(0.4)
 
 
 def test_flicker_is_what_motion_does_not_explain():
