@@ -159,9 +159,9 @@ def motion_metrics(gen: np.ndarray, gt: np.ndarray, image: np.ndarray | None = N
     raw = optical_flow(gen[:n])
     fg, ft = clean_flow(raw), clean_flow(optical_flow(gt[:n]))
     mag_gt = np.linalg.norm(ft, axis=-1).mean()
+    ratio = float(np.linalg.norm(fg, axis=-1).mean() / mag_gt) if mag_gt >= STILL_TRUTH else float("nan")
     moving_epe, static_flow, far_flow = region_flow(fg, ft)
-    return {"flow_cosine": flow_cosine(fg, ft), "flow_epe": flow_epe(fg, ft),
-            "motion_ratio": float(np.linalg.norm(fg, axis=-1).mean() / mag_gt) if mag_gt >= STILL_TRUTH else float("nan"),
+    return {"flow_cosine": flow_cosine(fg, ft), "flow_epe": flow_epe(fg, ft), "motion_ratio": ratio,
             "moving_epe": moving_epe, "static_flow": static_flow, "far_flow": far_flow,
             "warp_error": warp_error(gen[:n], raw), "psnr": psnr(gen[1:n], gt[1:n]), "ssim": ssim(gen[1:n], gt[1:n]),
             "first_frame_psnr": first_frame_psnr(gen, gt[0] if image is None else image)}
